@@ -1,0 +1,126 @@
+"""Stripe PaymentIntents. The charge is split into create → (workflow records the id) → confirm,
+so a retried confirm retrieves the same intent first and never confirms a second one; every call
+also carries an idempotency key derived from the order and the attempt."""
+
+from __future__ import annotations
+
+import logging
+
+import stripe
+from bson import ObjectId
+from pymongo import ReturnDocument
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, utcnow
+from ticketing.orders import CreateIntentInput, Errors, IntentResult, RefundInput
+from ticketing.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CANCELABLE = {"requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"}
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        settings.stripe_key,
+        base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else None,
+        http_client=stripe.HTTPXClient(timeout=20),
+        max_network_retries=0,  # Temporal owns retries (with the same idempotency key)
+    )
+
+
+def _result(pi: stripe.PaymentIntent) -> IntentResult:
+    return IntentResult(
+        id=pi.id, status=pi.status, client_secret=pi.client_secret, amount=pi.amount, currency=pi.currency
+    )
+
+
+def _final(err: stripe.StripeError) -> ApplicationError:
+    """Card errors and invalid requests will fail the same way again: not retried."""
+    if isinstance(err, stripe.CardError):
+        return ApplicationError(err.user_message or "Your card was declined", type=Errors.CARD_DECLINED, non_retryable=True)
+    return ApplicationError(err.user_message or "Invalid payment request", type=Errors.INVALID_PAYMENT, non_retryable=True)
+
+
+class PaymentActivities:
+    def __init__(self, settings: Settings, client: stripe.StripeClient | None = None) -> None:
+        self.currency = settings.currency
+        self.client = client or stripe_client(settings)
+
+    @activity.defn
+    async def create_payment_intent(self, req: CreateIntentInput) -> IntentResult:
+        try:
+            pi = await self.client.v1.payment_intents.create_async(
+                params={
+                    "amount": req.amount,
+                    "currency": req.currency or self.currency,
+                    "payment_method": req.token,
+                    "payment_method_types": ["card"],
+                    "metadata": {"orderId": req.order_id, "attempt": str(req.attempt)},
+                },
+                options={"idempotency_key": f"order-{req.order_id}-attempt-{req.attempt}"},
+            )
+        except (stripe.CardError, stripe.InvalidRequestError) as err:
+            raise _final(err) from err
+        return _result(pi)
+
+    @activity.defn
+    async def confirm_payment_intent(self, intent: IntentResult) -> IntentResult:
+        payment_intents = self.client.v1.payment_intents
+        pi = await payment_intents.retrieve_async(intent.id)
+        if pi.status != "requires_confirmation":
+            return _result(pi)  # confirmed by an earlier attempt (or failed for good)
+        try:
+            pi = await payment_intents.confirm_async(intent.id, options={"idempotency_key": f"{intent.id}-confirm"})
+        except stripe.CardError as err:
+            raise _final(err) from err
+        except stripe.InvalidRequestError as err:
+            # A confirm whose reply was lost may have gone through: look before giving up.
+            pi = await payment_intents.retrieve_async(intent.id)
+            if pi.status == "requires_confirmation":
+                raise _final(err) from err
+        if pi.status == "requires_payment_method":
+            message = (pi.last_payment_error.message if pi.last_payment_error else None) or "Your card was declined"
+            raise ApplicationError(message, type=Errors.CARD_DECLINED, non_retryable=True)
+        return _result(pi)
+
+    @activity.defn
+    async def cancel_payment_intent(self, payment_intent_id: str) -> IntentResult:
+        payment_intents = self.client.v1.payment_intents
+        pi = await payment_intents.retrieve_async(payment_intent_id)
+        if pi.status in CANCELABLE:
+            pi = await payment_intents.cancel_async(payment_intent_id)
+        return _result(pi)
+
+    @activity.defn
+    async def refund_payment(self, req: RefundInput) -> str:
+        """Give back a payment that succeeded for an order that ended cancelled; recorded once."""
+        order = await Order.get_pymongo_collection().find_one({"_id": ObjectId(req.order_id)})
+        if order and order["status"] == OrderStatus.COMPLETE and order.get("payment_intent_id") == req.payment_intent_id:
+            return "kept"  # this payment paid the order: nothing to give back
+        charges = Charge.get_pymongo_collection()
+        existing = await charges.find_one({"stripe_id": req.payment_intent_id})
+        if existing is not None and existing.get("refund_id"):
+            return str(existing["refund_id"])
+        pi = await self.client.v1.payment_intents.retrieve_async(req.payment_intent_id)
+        refund = await self.client.v1.refunds.create_async(
+            params={"payment_intent": req.payment_intent_id},
+            options={"idempotency_key": f"refund-{req.payment_intent_id}"},
+        )
+        await charges.find_one_and_update(
+            {"stripe_id": req.payment_intent_id},
+            {
+                "$set": {"status": ChargeStatus.REFUNDED.value, "refund_id": refund.id},
+                "$setOnInsert": {
+                    "order_id": req.order_id,
+                    "amount": pi.amount,
+                    "currency": pi.currency,
+                    "created_at": utcnow(),
+                },
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        log.warning("refunded a late payment", extra={"orderId": req.order_id, "paymentIntentId": pi.id})
+        return str(refund.id)

@@ -1,0 +1,45 @@
+"""The FastAPI application: routes under /api, health probes, metrics, the contract's errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import health, orders, payments, tickets, users
+from api.deps import Services
+from api.errors import install_error_handlers
+from api.metrics import install_metrics
+from ticketing.bus import EventBus
+from ticketing.db import connect_db
+from ticketing.settings import Settings, get_settings
+from ticketing.temporal import connect_temporal
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mongo = await connect_db(settings)
+        bus = await EventBus.connect(settings)
+        temporal = await connect_temporal(settings)
+        app.state.services = Services(settings=settings, mongo=mongo, bus=bus, temporal=temporal)
+        try:
+            yield
+        finally:
+            await bus.close()
+            await mongo.close()
+
+    app = FastAPI(title="Ticketing", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_metrics(app)
+    for module in (users, tickets, orders, payments):
+        app.include_router(module.router)
+    app.include_router(health.router)
+    return app

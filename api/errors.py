@@ -1,0 +1,75 @@
+"""The contract's error shape everywhere: {"errors": [{"message": str, "field": str | null}]}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.field = field
+
+
+class BadRequest(ApiError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(400, message, field)
+
+
+class NotFound(ApiError):
+    def __init__(self, message: str = "Not found") -> None:
+        super().__init__(404, message)
+
+
+class NotAuthorized(ApiError):
+    def __init__(self, message: str = "Not authorized") -> None:
+        super().__init__(401, message)
+
+
+def error_body(*errors: tuple[str, str | None]) -> dict[str, list[dict[str, str | None]]]:
+    return {"errors": [{"message": message, "field": field} for message, field in errors]}
+
+
+def _field(loc: tuple[int | str, ...]) -> str | None:
+    # ("body", "price") -> "price"; ("body",) (malformed JSON, wrong top-level type) -> None
+    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else []
+    return ".".join(parts) or None
+
+
+def _message(err: dict) -> str:
+    if err.get("type") == "json_invalid":
+        return "Malformed JSON body"
+    msg = str(err.get("msg", "Invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body((exc.message, exc.field)), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        seen: dict[str | None, str] = {}
+        for err in exc.errors():
+            seen.setdefault(_field(tuple(err.get("loc", ()))), _message(err))
+        return JSONResponse(error_body(*((m, f) for f, m in seen.items())), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
+        return JSONResponse(error_body((message, None)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body(("Something went wrong", None)), status_code=500)

@@ -1,0 +1,164 @@
+"""Request bodies (unknown fields rejected) and the response shapes of the contract."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from bson import ObjectId
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
+
+from ticketing.documents import Charge, Order, Ticket
+from ticketing.money import to_major
+from ticketing.orders import ChargeInfo
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_PRICE = Decimal(1_000_000)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
+
+
+def parse_object_id(value: str) -> ObjectId | None:
+    return ObjectId(value) if ObjectId.is_valid(value) and len(value) == 24 else None
+
+
+# ── users ─────────────────────────────────────────────────────────────────────────────
+class Credentials(Body):
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)]
+    password: str = Field(max_length=200)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not EMAIL.match(value):
+            raise ValueError("Email must be valid")
+        return value.lower()
+
+
+class SignupBody(Credentials):
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str) -> str:
+        if not 4 <= len(value.strip()) <= 20:
+            raise ValueError("Password must be between 4 and 20 characters")
+        return value.strip()
+
+
+class SigninBody(Credentials):
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("You must supply a password")
+        return value.strip()
+
+
+class UserOut(Out):
+    id: str
+    email: str
+
+
+class SessionOut(UserOut):
+    token: str
+
+
+class CurrentUserOut(Out):
+    current_user: UserOut | None
+
+
+# ── tickets ───────────────────────────────────────────────────────────────────────────
+class TicketBody(Body):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    price: Decimal = Field(gt=0, le=MAX_PRICE, description="major units, at most 2 decimals (20.5)")
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise ValueError("Price must be a number")
+        return Decimal(str(value))
+
+    @field_validator("price")
+    @classmethod
+    def _cents(cls, value: Decimal) -> Decimal:
+        if value != value.quantize(Decimal("0.01")):
+            raise ValueError("Price must have at most 2 decimals")
+        return value
+
+
+class TicketOut(Out):
+    id: str
+    title: str
+    price: float
+    user_id: str
+    version: int
+    order_id: str | None
+
+    @classmethod
+    def of(cls, t: Ticket) -> TicketOut:
+        return cls(id=str(t.id), title=t.title, price=to_major(t.price), user_id=t.user_id, version=t.version,
+                   order_id=t.order_id)
+
+
+# ── orders ────────────────────────────────────────────────────────────────────────────
+class OrderBody(Body):
+    ticket_id: str = Field(max_length=100)
+
+
+class OrderTicketOut(Out):
+    id: str
+    title: str
+    price: float
+
+
+class OrderOut(Out):
+    id: str
+    user_id: str
+    status: str
+    expires_at: datetime
+    version: int
+    ticket: OrderTicketOut
+
+    @classmethod
+    def of(cls, o: Order) -> OrderOut:
+        return cls(
+            id=str(o.id),
+            user_id=o.user_id,
+            status=o.status.value,
+            expires_at=o.expires_at,
+            version=o.version,
+            ticket=OrderTicketOut(id=o.ticket.id, title=o.ticket.title, price=to_major(o.ticket.price)),
+        )
+
+
+# ── payments ──────────────────────────────────────────────────────────────────────────
+class PaymentBody(Body):
+    order_id: str = Field(max_length=100)
+    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class ChargeOut(Out):
+    id: str
+    order_id: str
+    stripe_id: str
+    amount: int  # cents
+    currency: str
+
+    @classmethod
+    def of(cls, c: ChargeInfo | Charge) -> ChargeOut:
+        return cls(id=str(c.id), order_id=c.order_id, stripe_id=c.stripe_id, amount=c.amount, currency=c.currency)
+
+
+class PaymentActionOut(Out):
+    status: str
+    client_secret: str | None
+    payment_intent_id: str | None

@@ -1,0 +1,95 @@
+"""Auth routes: signup, signin, signout, currentuser (JWT in the `session` cookie or a Bearer header)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import APIRouter, Request, Response
+from pymongo.errors import DuplicateKeyError
+
+from api.auth import OptionalUser, clear_session_cookie, issue_token, set_session_cookie
+from api.errors import ApiError, BadRequest
+from api.schemas import CurrentUserOut, SessionOut, SigninBody, SignupBody, UserOut
+from ticketing.documents import User
+from ticketing.settings import Settings
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+hasher = PasswordHasher()
+# Verified against when the email is unknown, so both failures cost the same time.
+_DUMMY_HASH = hasher.hash("not-a-real-password")
+
+
+class SigninLimiter:
+    """At most `limit` failed sign-ins per email (and per client address) in `window` seconds."""
+
+    def __init__(self, limit: int = 10, window: float = 60) -> None:
+        self.limit, self.window = limit, window
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        for key in keys:
+            q = self.failures[key]
+            while q and now - q[0] > self.window:
+                q.popleft()
+        return any(len(self.failures[k]) >= self.limit for k in keys)
+
+    def fail(self, *keys: str) -> None:
+        for key in keys:
+            self.failures[key].append(time.monotonic())
+
+
+limiter = SigninLimiter()
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.post("/signup", status_code=201, response_model=SessionOut)
+async def signup(body: SignupBody, request: Request, response: Response) -> SessionOut:
+    password_hash = await asyncio.to_thread(hasher.hash, body.password)
+    user = User(email=body.email, password_hash=password_hash)
+    try:
+        await user.insert()
+    except DuplicateKeyError:
+        raise BadRequest("Email in use", "email") from None
+    settings = _settings(request)
+    token = issue_token(settings, str(user.id), user.email)
+    set_session_cookie(response, settings, token)
+    return SessionOut(id=str(user.id), email=user.email, token=token)
+
+
+@router.post("/signin", response_model=SessionOut)
+async def signin(body: SigninBody, request: Request, response: Response) -> SessionOut:
+    keys = (f"email:{body.email}", f"ip:{request.client.host if request.client else '-'}")
+    if limiter.blocked(*keys):
+        raise ApiError(429, "Too many sign-in attempts, try again later")
+    user = await User.find_one(User.email == body.email)
+    try:
+        await asyncio.to_thread(hasher.verify, user.password_hash if user else _DUMMY_HASH, body.password)
+    except (VerificationError, InvalidHashError):
+        user = None
+    if user is None:
+        limiter.fail(*keys)
+        raise BadRequest("Invalid credentials")
+    settings = _settings(request)
+    token = issue_token(settings, str(user.id), user.email)
+    set_session_cookie(response, settings, token)
+    return SessionOut(id=str(user.id), email=user.email, token=token)
+
+
+@router.post("/signout")
+async def signout(request: Request, response: Response) -> dict[str, str]:
+    clear_session_cookie(response, _settings(request))
+    return {}
+
+
+@router.get("/currentuser", response_model=CurrentUserOut)
+async def current_user(user: OptionalUser) -> CurrentUserOut:
+    return CurrentUserOut(current_user=UserOut(id=user.id, email=user.email) if user else None)

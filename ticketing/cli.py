@@ -1,0 +1,84 @@
+"""`ticketing` command line: `api` (HTTP server), `worker` (Temporal worker), `dev` (whole local stack)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def run_api() -> int:
+    import uvicorn
+
+    from ticketing.settings import Settings
+
+    settings = Settings()
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=os.environ.get("HOST", "127.0.0.1"),  # containers set HOST=0.0.0.0
+        port=settings.port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def run_worker() -> int:
+    from workers import worker
+
+    asyncio.run(worker.main())
+    return 0
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    from ticketing.devstack import DevStackOptions
+    from ticketing.devstack import run_dev as run_stack
+
+    options = DevStackOptions(
+        data_dir=Path(args.data_dir),
+        temporal_port=args.temporal_port,
+        temporal_ui_port=args.temporal_ui_port,
+        mongo_port=args.mongo_port,
+        stripe_port=args.stripe_port,
+    )
+    return run_stack(options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ticketing import devstack
+
+    parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{api,worker,dev}")
+    sub.add_parser("api", help="run the HTTP API (uvicorn; HOST env, default 127.0.0.1, and PORT)")
+    sub.add_parser("worker", help="run the Temporal worker")
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole stack locally (Temporal, MongoDB, NATS, Stripe fake, API, worker) with data in .data/",
+    )
+    dev.add_argument("--data-dir", default=".data", help="state and logs folder (default: .data)")
+    dev.add_argument("--temporal-port", type=int, default=devstack.DEFAULT_TEMPORAL_PORT)
+    dev.add_argument("--temporal-ui-port", type=int, default=devstack.DEFAULT_TEMPORAL_UI_PORT)
+    dev.add_argument("--mongo-port", type=int, default=devstack.DEFAULT_MONGO_PORT)
+    dev.add_argument("--stripe-port", type=int, default=devstack.DEFAULT_STRIPE_PORT)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "api":
+            return run_api()
+        if args.command == "worker":
+            return run_worker()
+        return run_dev(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

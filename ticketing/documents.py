@@ -1,0 +1,99 @@
+"""MongoDB documents (Beanie). Each entity carries an integer `version`, +1 per stored change.
+
+Changes are applied with conditional updates from the expected previous version, so a retried
+Temporal activity or a concurrent request never applies one change twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import pymongo
+from beanie import Document
+from pydantic import BaseModel, Field
+from pymongo import IndexModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OrderStatus(StrEnum):
+    CREATED = "created"
+    AWAITING_PAYMENT = "awaiting:payment"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+
+
+class User(Document):
+    email: str
+    password_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "users"
+        indexes = [IndexModel([("email", pymongo.ASCENDING)], unique=True)]
+
+
+class Ticket(Document):
+    title: str
+    price: int  # cents
+    user_id: str
+    version: int = 0
+    order_id: str | None = None
+
+    class Settings:
+        name = "tickets"
+        indexes = [IndexModel([("order_id", pymongo.ASCENDING)])]
+
+
+class TicketSnapshot(BaseModel):
+    id: str
+    title: str
+    price: int  # cents
+
+
+class Order(Document):
+    user_id: str
+    status: OrderStatus = OrderStatus.CREATED
+    expires_at: datetime
+    version: int = 0
+    ticket: TicketSnapshot
+    payment_intent_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "orders"
+        indexes = [IndexModel([("user_id", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)])]
+
+
+class ChargeStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    REFUNDED = "refunded"
+
+
+class Charge(Document):
+    order_id: str
+    stripe_id: str  # the PaymentIntent id
+    amount: int  # cents
+    currency: str
+    status: ChargeStatus = ChargeStatus.SUCCEEDED
+    refund_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "charges"
+        indexes = [
+            IndexModel([("stripe_id", pymongo.ASCENDING)], unique=True),
+            # At most one charge that kept the money per order.
+            IndexModel(
+                [("order_id", pymongo.ASCENDING)],
+                unique=True,
+                partialFilterExpression={"status": "succeeded"},
+                name="one_succeeded_charge_per_order",
+            ),
+        ]
+
+
+DOCUMENT_MODELS: list[type[Document]] = [User, Ticket, Order, Charge]

@@ -1,0 +1,42 @@
+"""Structured JSON logs (one object per line). Extra fields such as orderId and workflowId are
+kept; anything that looks like a secret is never logged (we pass ids, not tokens or cards)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from ticketing.settings import Settings
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_REDACT = ("password", "token", "secret", "authorization", "card", "jwt", "key")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            entry[key] = "[redacted]" if any(word in key.lower() for word in _REDACT) else value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # The Temporal SDK's own loggers carry workflow/activity context in `temporal_*` extras.
+    for noisy in ("httpx", "stripe"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

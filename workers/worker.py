@@ -1,0 +1,84 @@
+"""The Temporal worker process (`ticketing worker`): order workflows and their activities.
+
+SIGTERM starts a graceful shutdown: no new tasks are polled and running activities get
+WORKER_GRACEFUL_SHUTDOWN_SECONDS to finish (Kubernetes' grace period must be longer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.events import EventActivities
+from activities.orders import OrderActivities
+from activities.payments import PaymentActivities
+from ticketing.bus import EventBus
+from ticketing.db import connect_db
+from ticketing.logs import configure_logging
+from ticketing.settings import Settings, get_settings
+from ticketing.temporal import connect_temporal, metrics_runtime
+from workflows.order import OrderWorkflow
+from workflows.publish import PublishEventWorkflow
+from workflows.refund import RefundWorkflow
+
+log = logging.getLogger(__name__)
+
+WORKFLOWS = [OrderWorkflow, RefundWorkflow, PublishEventWorkflow]
+
+
+def build_worker(client: Client, settings: Settings, bus: EventBus, **options: object) -> Worker:
+    orders, events, payments = OrderActivities(), EventActivities(bus), PaymentActivities(settings)
+    activities = [
+        orders.reserve_ticket,
+        orders.change_order,
+        orders.complete_order,
+        orders.release_ticket,
+        events.publish,
+        payments.create_payment_intent,
+        payments.confirm_payment_intent,
+        payments.cancel_payment_intent,
+        payments.refund_payment,
+    ]
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_local_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    mongo = await connect_db(settings)
+    bus = await EventBus.connect(settings)
+    client = await connect_temporal(settings, runtime=metrics_runtime(settings.worker_metrics_port))
+    worker = build_worker(client, settings, bus)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info(
+        "worker polling",
+        extra={"taskQueue": settings.temporal_task_queue, "metrics": f":{settings.worker_metrics_port}/metrics"},
+    )
+    run = asyncio.create_task(worker.run())
+    done, _ = await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if run not in done:
+        log.info("shutting down: letting running activities finish")
+        await worker.shutdown()
+    await run
+    await bus.close()
+    await mongo.close()

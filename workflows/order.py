@@ -1,0 +1,346 @@
+"""One workflow per order (id `order-<orderId>`): reserve, hold until expiresAt, then pay or cancel.
+
+Deterministic code only: every side effect (MongoDB, NATS, Stripe) is an activity, time comes
+from `workflow.now()`, and the durable timer survives worker and server restarts.
+
+    reserve ticket ─► publish order:created ─► wait ─┬─ pay (Update) ─► charge ─► complete ─► charge:created
+                                                     ├─ cancel (Update, DELETE /api/orders/{id}) ─┐
+                                                     └─ timer at expiresAt ─► expiration:complete ┴─► cancel ─► order:cancelled
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.events import EventActivities
+    from activities.orders import OrderActivities
+    from activities.payments import PaymentActivities
+    from ticketing import events
+    from ticketing.documents import OrderStatus
+    from ticketing.money import to_major
+    from ticketing.orders import (
+        ChargeInfo,
+        CreateIntentInput,
+        Errors,
+        IntentResult,
+        OrderChange,
+        OrderInput,
+        OrderState,
+        PaymentOutcome,
+        PayRequest,
+        RecordChargeInput,
+        RefundInput,
+        ReleaseInput,
+        Reservation,
+        ReserveInput,
+        TicketInfo,
+    )
+    from ticketing.temporal import ORDER_STATUS
+
+# MongoDB and NATS outages are retried until they pass; a version conflict would be a bug.
+STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=[Errors.CONFLICT])
+STORE = {"start_to_close_timeout": timedelta(seconds=15), "retry_policy": STORE_RETRY}
+# Stripe: 5xx, rate limits and timeouts retried with the same idempotency key; card errors are final.
+STRIPE_RETRY = RetryPolicy(
+    maximum_interval=timedelta(seconds=10), non_retryable_error_types=[Errors.CARD_DECLINED, Errors.INVALID_PAYMENT]
+)
+STRIPE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": STRIPE_RETRY}
+
+
+@workflow.defn(name="OrderWorkflow")
+class OrderWorkflow:
+    @workflow.init
+    def __init__(self, order: OrderInput) -> None:
+        self.order = order
+        self.state = OrderState(order_id=order.order_id)
+        self.ticket: TicketInfo | None = None
+        self.cancel_requested = False
+        self.closing = False  # the timer fired or a cancel started: no new payment
+        self.charge: ChargeInfo | None = None
+        self.attempt = 0
+        self.pending_intent: IntentResult | None = None  # waiting for 3-D Secure
+        self.confirmed_intents: set[str] = set()  # from Stripe webhooks
+        self.failed_intents: set[str] = set()
+
+    # ── the lifecycle ────────────────────────────────────────────────────────────────────
+    @workflow.run
+    async def run(self, order: OrderInput) -> OrderState:
+        try:
+            reservation = await workflow.execute_local_activity_method(
+                OrderActivities.reserve_ticket,
+                ReserveInput(
+                    order_id=order.order_id, user_id=order.user_id, ticket_id=order.ticket_id, expires_at=order.expires_at
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(
+                    maximum_interval=timedelta(seconds=5), non_retryable_error_types=[Errors.TICKET_RESERVED]
+                ),
+            )
+        except ActivityError as err:
+            self.state.rejected_reason = str(err.cause.message if isinstance(err.cause, ApplicationError) else err)
+            return self.state
+        self._reserved(reservation)
+        await self._publish(
+            events.OrderCreated(
+                id=order.order_id,
+                version=self.state.version,
+                status=OrderStatus.CREATED,
+                user_id=order.user_id,
+                expires_at=order.expires_at,
+                ticket=events.OrderTicketRef(id=reservation.ticket.id, price=to_major(reservation.ticket.price)),
+            )
+        )
+        await self._publish_ticket_updated(reservation.ticket)
+
+        expired = await self._hold_until_expiry()
+        self.closing = True
+        # A charge in flight wins over the timer: the order ends complete xor cancelled.
+        await workflow.wait_condition(lambda: not self.state.charging)
+        if self.state.status != OrderStatus.COMPLETE and self.pending_intent is not None:
+            await self._settle_pending_intent()
+        if self.state.status == OrderStatus.COMPLETE:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return self.state
+        if expired:
+            await self._publish(events.ExpirationComplete(order_id=order.order_id))
+        await self._cancel()
+        # Confirmations that raced the cancellation are refunded, never kept.
+        await self._refund_late_confirmations()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.state
+
+    async def _hold_until_expiry(self) -> bool:
+        """Wait for payment, a cancel request or expiresAt; True when the timer fired."""
+        while True:
+            remaining = (self.order.expires_at - workflow.now()).total_seconds()
+            if remaining <= 0:
+                return True
+            try:
+                await workflow.wait_condition(
+                    lambda: self.cancel_requested
+                    or self.state.status == OrderStatus.COMPLETE
+                    or self._pending_confirmed(),
+                    timeout=timedelta(seconds=remaining),
+                    timeout_summary="order expiry",
+                )
+            except asyncio.TimeoutError:
+                return True
+            if self._pending_confirmed() and not self.state.charging:
+                await self._complete_pending()
+            if self.cancel_requested or self.state.status == OrderStatus.COMPLETE:
+                return False
+
+    # ── payment (Update) ─────────────────────────────────────────────────────────────────
+    @workflow.update
+    async def pay(self, request: PayRequest) -> PaymentOutcome:
+        self.state.charging = True
+        try:
+            return await self._charge(request)
+        finally:
+            self.state.charging = False
+
+    @pay.validator
+    def validate_pay(self, request: PayRequest) -> None:
+        if self.state.status is None:
+            raise ApplicationError("Order is not reserved", type=Errors.NOT_PAYABLE)
+        if self.state.status == OrderStatus.COMPLETE:
+            raise ApplicationError("Order has already been paid", type=Errors.NOT_PAYABLE)
+        if self.state.status == OrderStatus.CANCELLED or self.cancel_requested:
+            raise ApplicationError("Cannot pay for a cancelled order", type=Errors.NOT_PAYABLE)
+        if self.closing or workflow.now() >= self.order.expires_at:
+            raise ApplicationError("Order has expired", type=Errors.NOT_PAYABLE)
+        if self.state.charging:
+            raise ApplicationError("A payment for this order is in progress", type=Errors.NOT_PAYABLE)
+
+    async def _charge(self, request: PayRequest) -> PaymentOutcome:
+        assert self.ticket is not None
+        self.attempt += 1
+        try:
+            # Create, remember, then confirm: a retried confirm finds the same PaymentIntent,
+            # so even a Stripe fake that ignores idempotency keys is never charged twice.
+            intent = await workflow.execute_activity_method(
+                PaymentActivities.create_payment_intent,
+                CreateIntentInput(
+                    order_id=self.order.order_id,
+                    attempt=self.attempt,
+                    amount=self.ticket.price,
+                    currency="",  # the activity fills in CURRENCY
+                    token=request.token,
+                ),
+                **STRIPE,
+            )
+            self._set_intent(intent.id)
+            intent = await workflow.execute_activity_method(PaymentActivities.confirm_payment_intent, intent, **STRIPE)
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type in (Errors.CARD_DECLINED, Errors.INVALID_PAYMENT):
+                raise ApplicationError(cause.message, type=cause.type) from None
+            raise
+        if intent.status == "succeeded":
+            charge = await self._record_charge(intent)
+            return PaymentOutcome(status="succeeded", charge=charge, payment_intent_id=intent.id)
+        if intent.status == "requires_action":
+            self.pending_intent = intent
+            if self.state.status == OrderStatus.CREATED:
+                await self._change(OrderStatus.AWAITING_PAYMENT)
+            return PaymentOutcome(
+                status="requires_action", client_secret=intent.client_secret, payment_intent_id=intent.id
+            )
+        raise ApplicationError(f"Payment not completed ({intent.status})", type=Errors.CARD_DECLINED)
+
+    # ── Stripe webhooks (signals) ────────────────────────────────────────────────────────
+    @workflow.signal
+    def payment_succeeded(self, payment_intent_id: str) -> None:
+        self.confirmed_intents.add(payment_intent_id)
+
+    @workflow.signal
+    def payment_failed(self, payment_intent_id: str) -> None:
+        self.failed_intents.add(payment_intent_id)
+        if self.pending_intent is not None and self.pending_intent.id == payment_intent_id:
+            self.pending_intent = None
+
+    def _pending_confirmed(self) -> bool:
+        return self.pending_intent is not None and self.pending_intent.id in self.confirmed_intents
+
+    async def _complete_pending(self) -> None:
+        assert self.pending_intent is not None
+        intent, self.pending_intent = self.pending_intent, None
+        self.state.charging = True
+        try:
+            await self._record_charge(intent)
+        finally:
+            self.state.charging = False
+
+    async def _settle_pending_intent(self) -> None:
+        """The order closes while 3-D Secure is pending: cancel the intent unless it already succeeded."""
+        assert self.pending_intent is not None
+        intent = await workflow.execute_activity_method(
+            PaymentActivities.cancel_payment_intent, self.pending_intent.id, **STRIPE
+        )
+        if intent.status == "succeeded":
+            self.confirmed_intents.add(intent.id)
+            await self._complete_pending()
+        else:
+            self.pending_intent = None
+
+    async def _refund_late_confirmations(self) -> None:
+        kept = self.charge.stripe_id if self.charge else None
+        for intent_id in sorted(self.confirmed_intents - {kept} if kept else self.confirmed_intents):
+            await workflow.execute_activity_method(
+                PaymentActivities.refund_payment,
+                RefundInput(order_id=self.order.order_id, payment_intent_id=intent_id),
+                **STRIPE,
+            )
+
+    # ── cancellation (Update, from DELETE /api/orders/{id}) ──────────────────────────────
+    @workflow.update
+    async def cancel(self) -> OrderState:
+        self.cancel_requested = True
+        await workflow.wait_condition(
+            lambda: self.state.status in (OrderStatus.CANCELLED, OrderStatus.COMPLETE) or self.state.rejected_reason
+        )
+        if self.state.status == OrderStatus.COMPLETE:
+            raise ApplicationError("Cannot cancel a complete order", type=Errors.ORDER_COMPLETE)
+        return self.state
+
+    @cancel.validator
+    def validate_cancel(self) -> None:
+        if self.state.status == OrderStatus.COMPLETE:
+            raise ApplicationError("Cannot cancel a complete order", type=Errors.ORDER_COMPLETE)
+
+    # ── reads ────────────────────────────────────────────────────────────────────────────
+    @workflow.query
+    def status(self) -> OrderState:
+        return self.state
+
+    @workflow.update
+    async def reservation(self) -> OrderState:
+        """Returns once the ticket is reserved (or raises why not): the API answers 201 from this."""
+        await workflow.wait_condition(lambda: self.state.status is not None or self.state.rejected_reason is not None)
+        if self.state.rejected_reason is not None:
+            raise ApplicationError(self.state.rejected_reason, type=Errors.TICKET_RESERVED)
+        return self.state
+
+    # ── steps ────────────────────────────────────────────────────────────────────────────
+    def _reserved(self, reservation: Reservation) -> None:
+        self.ticket = reservation.ticket
+        self.state.version = reservation.order_version
+        self._set_status(OrderStatus.CREATED)
+
+    def _set_status(self, status: OrderStatus) -> None:
+        self.state.status = status
+        workflow.upsert_search_attributes([ORDER_STATUS.value_set(status.value)])
+
+    def _set_intent(self, intent_id: str) -> None:
+        self.state.payment_intent_id = intent_id
+        workflow.upsert_memo({"paymentIntentId": intent_id})
+
+    async def _change(self, status: OrderStatus, payment_intent_id: str | None = None) -> None:
+        order = await workflow.execute_activity_method(
+            OrderActivities.change_order,
+            OrderChange(
+                order_id=self.order.order_id,
+                expected_version=self.state.version,
+                status=status,
+                payment_intent_id=payment_intent_id,
+            ),
+            **STORE,
+        )
+        self.state.version = order
+        self._set_status(status)
+
+    async def _record_charge(self, intent: IntentResult) -> ChargeInfo:
+        self._set_intent(intent.id)
+        recorded = await workflow.execute_activity_method(
+            OrderActivities.complete_order,
+            RecordChargeInput(
+                order_id=self.order.order_id,
+                expected_version=self.state.version,
+                payment_intent_id=intent.id,
+                amount=intent.amount,
+                currency=intent.currency,
+            ),
+            **STORE,
+        )
+        self.charge = recorded.charge
+        self.state.version = recorded.order_version
+        self._set_status(OrderStatus.COMPLETE)
+        await self._publish(events.ChargeCreated(**recorded.charge.model_dump()))
+        return recorded.charge
+
+    async def _cancel(self) -> None:
+        assert self.ticket is not None
+        await self._change(OrderStatus.CANCELLED)
+        # Release before announcing, so whoever hears order:cancelled finds the ticket free.
+        released = await workflow.execute_activity_method(
+            OrderActivities.release_ticket,
+            ReleaseInput(ticket_id=self.ticket.id, order_id=self.order.order_id, reserved_version=self.ticket.version),
+            **STORE,
+        )
+        await self._publish(
+            events.OrderCancelled(
+                id=self.order.order_id, version=self.state.version, ticket=events.TicketId(id=self.ticket.id)
+            )
+        )
+        await self._publish_ticket_updated(released)
+
+    async def _publish_ticket_updated(self, ticket: TicketInfo) -> None:
+        await self._publish(
+            events.TicketUpdated(
+                id=ticket.id,
+                version=ticket.version,
+                title=ticket.title,
+                price=to_major(ticket.price),
+                user_id=ticket.user_id,
+                order_id=ticket.order_id,
+            )
+        )
+
+    async def _publish(self, event: events.Event) -> None:
+        await workflow.execute_activity_method(EventActivities.publish, events.Envelope.of(event), **STORE)
