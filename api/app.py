@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mongo = await connect_db(settings)
         bus = await EventBus.connect(settings)
-        temporal = await connect_temporal(settings)
+        temporal = await connect_temporal(settings, lazy=True)
         app.state.services = Services(settings=settings, mongo=mongo, bus=bus, temporal=temporal)
         try:
             yield

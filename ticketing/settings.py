@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_JWT_KEY = "dev-only-jwt-key-change-me"
+DEV_JWT_KEY = "dev-only-jwt-key-change-me-0123456789abcdef"
 DEV_STRIPE_KEY = "sk_test_localstripe"
 DEV_WEBHOOK_SECRET = "whsec_dev_only"
 

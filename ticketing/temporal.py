@@ -28,12 +28,13 @@ def metrics_runtime(port: int) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}")))
 
 
-async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
-    # lazy: the API can start (and report not-ready) while Temporal is still coming up.
+async def connect_temporal(settings: Settings, runtime: Runtime | None = None, *, lazy: bool = False) -> Client:
+    """lazy=True (the API) lets the process start and report not-ready while Temporal is still
+    coming up; a worker needs a connected client."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         runtime=runtime,
-        lazy=True,
+        lazy=lazy,
     )
