@@ -356,6 +356,8 @@ def test_compose_startup_order_and_healthchecks() -> None:
                 "mongodb", "nats", "api", "worker"}
     assert expected <= set(services), f"missing: {expected - set(services)}"
     for name, svc in services.items():
+        # The schema only says "string"; Docker rejects anything else at `up` time.
+        assert re.fullmatch(r"no|always|unless-stopped|on-failure(:\d+)?", svc.get("restart", "no")), name
         deps = svc.get("depends_on", {})
         assert isinstance(deps, dict), f"{name}: depends_on must use conditions"
         for dep, spec in deps.items():
