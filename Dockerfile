@@ -43,10 +43,12 @@ RUN groupadd --system --gid 10001 app \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# HOST is read by `ticketing api` (not a Settings field): listen on all interfaces in a container.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     APP_ENV=prod \
+    HOST=0.0.0.0 \
     PORT=8000 \
     WORKER_METRICS_PORT=9464
 

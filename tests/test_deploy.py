@@ -44,8 +44,8 @@ SECRET_REFS = {
     ("stripe-secret", "STRIPE_KEY"),
     ("stripe-secret", "STRIPE_WEBHOOK_SECRET"),
 }
-# Runtime variables of the image itself, not app settings.
-IMAGE_ENV_NOT_SETTINGS = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+# Runtime variables of the image itself, not app settings (`ticketing api` reads HOST directly).
+IMAGE_ENV_NOT_SETTINGS = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOST"}
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -436,6 +436,7 @@ def test_api_port_and_probe_paths_agree() -> None:
     exposed = {int(p.split("/")[0]) for instr, rest in final if instr == "EXPOSE" for p in rest.split()}
     assert API_PORT in exposed and WORKER_METRICS_PORT in exposed
     assert dockerfile_env(final)["PORT"] == str(API_PORT)
+    assert dockerfile_env(final)["HOST"] == "0.0.0.0", "uvicorn must listen on all interfaces in a container"
 
     # compose
     api = compose()["services"]["api"]
