@@ -3,21 +3,24 @@ Stripe webhooks report 3-D Secure outcomes and reach the workflow as signals."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 
 import stripe
+from beanie import PydanticObjectId
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import RequiredUser
 from api.deps import Deps
 from api.errors import BadRequest
 from api.orders import owned_order, update_error
-from api.schemas import ChargeOut, PaymentActionOut, PaymentBody
+from api.schemas import ChargeOut, PaymentActionOut, PaymentBody, parse_object_id
 from ticketing.documents import Order, OrderStatus, utcnow
 from ticketing.orders import PayRequest, RefundInput
 from ticketing.temporal import order_workflow_id, refund_workflow_id
@@ -74,28 +77,36 @@ async def stripe_webhook(request: Request, services: Deps) -> dict[str, bool]:
 
     if event.type not in ("payment_intent.succeeded", "payment_intent.payment_failed"):
         return {"received": True}
-    intent = event.data.object
+    # stripe>=15 objects are not dicts: read the verified payload as plain JSON.
+    intent = (json.loads(payload).get("data") or {}).get("object") or {}
     order_id = (intent.get("metadata") or {}).get("orderId")
-    if not order_id:
+    intent_id = intent.get("id")
+    if not order_id or not isinstance(order_id, str) or not intent_id:
         return {"received": True}
     handle = services.temporal.get_workflow_handle(order_workflow_id(order_id))
-    signal = OrderWorkflow.payment_succeeded if event.type == "payment_intent.succeeded" else OrderWorkflow.payment_failed
+    succeeded = event.type == "payment_intent.succeeded"
+    signal = OrderWorkflow.payment_succeeded if succeeded else OrderWorkflow.payment_failed
     try:
         # Signals are idempotent in the workflow: the same event delivered twice has one effect.
-        await handle.signal(signal, intent["id"])
-    except RPCError:
-        if event.type == "payment_intent.succeeded":
-            await _refund_if_not_kept(services, order_id, intent["id"])
+        await handle.signal(signal, intent_id)
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise  # Temporal unreachable: 500, and Stripe delivers the event again later
+        if succeeded:  # the order's workflow has closed (or never existed)
+            await _refund_if_not_kept(services, order_id, intent_id)
     return {"received": True}
 
 
 async def _refund_if_not_kept(services: Deps, order_id: str, payment_intent_id: str) -> None:
     """A payment confirmed after its order's workflow closed: keep it only if it paid the order."""
-    order = await Order.get(order_id) if len(order_id) == 24 else None
+    oid = parse_object_id(order_id)
+    order = await Order.get(PydanticObjectId(oid)) if oid else None
     if order and order.status == OrderStatus.COMPLETE and order.payment_intent_id == payment_intent_id:
         return
-    log.warning("late payment confirmation: refunding", extra={"orderId": order_id, "paymentIntentId": payment_intent_id})
-    try:
+    log.warning(
+        "late payment confirmation: refunding", extra={"orderId": order_id, "paymentIntentId": payment_intent_id}
+    )
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # this webhook was delivered before
         await services.temporal.start_workflow(
             RefundWorkflow.run,
             RefundInput(order_id=order_id, payment_intent_id=payment_intent_id),
@@ -103,5 +114,3 @@ async def _refund_if_not_kept(services: Deps, order_id: str, payment_intent_id: 
             task_queue=services.settings.temporal_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
-    except WorkflowAlreadyStartedError:
-        pass
