@@ -108,8 +108,9 @@ async function main() {
   let dupes = 0;
   let resolveAll;
   const allReceived = new Promise((r) => (resolveAll = r));
+  // No filterSubjects: the stream holds only SUBJECT, and multi-filter consumers
+  // need nats-server >= 2.10 (this machine's is 2.9.10, where consume() hangs).
   const consumer = await subNc.jetstream().consumers.get(o.stream, {
-    filterSubjects: [SUBJECT],
     deliver_policy: DeliverPolicy.New,
   });
   const messages = await consumer.consume();
@@ -167,7 +168,7 @@ async function main() {
     Array.from({ length: Math.min(o.enqueueConcurrency, o.n) }, async () => {
       while (next < o.n) {
         const orderId = ids[next++];
-        const delay = Math.round(expiresAt.get(orderId) - now());
+        const delay = Math.ceil(expiresAt.get(orderId) - now()); // never before expiresAt
         if (delay <= 0) late++;
         await queue.add('order:expiration', { orderId }, { delay: Math.max(0, delay) });
       }
