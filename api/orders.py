@@ -81,9 +81,12 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
         static_summary=f"Order for “{ticket.title}” ({to_major(ticket.price)} {settings.currency})",
     )
     try:
-        await handle.execute_update(OrderWorkflow.reservation)
-    except WorkflowUpdateFailedError as err:
-        raise update_error(err) from None
+        outcome = await handle.execute_update(OrderWorkflow.reservation)
+    except (RPCError, WorkflowUpdateFailedError):
+        # Refused so fast that the workflow closed before the Update answered: its result says why.
+        outcome = await handle.result()
+    if outcome.rejected_reason:
+        raise BadRequest(outcome.rejected_reason)
     order = await Order.get(PydanticObjectId(order_id))
     if order is None:  # cannot happen: the reservation stored it before answering
         raise ApiError(500, "Something went wrong")

@@ -5,9 +5,11 @@ fresh database, a fresh stream and its own task queue, so tests cannot see each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,7 @@ class Stack:
         email = email or f"user{self._users}-{uuid.uuid4().hex[:6]}@test.com"
         response = await self.api.post("/api/users/signup", json={"email": email, "password": password})
         assert response.status_code == 201, response.text
+        self.api.cookies.clear()  # tests say who they are with the Bearer header they pass
         return {"Authorization": f"Bearer {response.json()['token']}"}
 
     async def create_ticket(self, headers: dict[str, str], title: str = "Concert", price: float = 20.5) -> dict:
@@ -193,19 +196,43 @@ def settings(servers: Servers) -> Settings:
     return servers.settings()
 
 
-@pytest.fixture
-async def temporal_client(servers: Servers, settings: Settings) -> Client:
-    return await connect_temporal(settings)
+async def drop_streams(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for name in await js.streams_info():
+            await js.delete_stream(name.config.name)
+    finally:
+        await nc.close()
 
 
-@pytest.fixture
-async def stack(servers: Servers, settings: Settings, temporal_client: Client) -> AsyncIterator[Stack]:
-    """The API (in-process, real lifespan) and a Temporal worker on this test's task queue."""
+@asynccontextmanager
+async def run_stack(servers: Servers, settings: Settings, *, worker: bool = True) -> AsyncIterator[Stack]:
+    """The API (in-process, real lifespan) and, unless worker=False, a Temporal worker on the
+    settings' task queue."""
+    await drop_streams(settings.nats_url)  # one stream owns the subjects: the test's fresh one
+    temporal_client = await connect_temporal(settings)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        services = app.state.services
-        worker = build_worker(temporal_client, settings, services.bus)
-        async with worker:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
-                yield Stack(api=api, settings=settings, temporal=temporal_client, servers=servers)
+    async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:
+        if worker:
+            await stack.enter_async_context(build_worker(temporal_client, settings, app.state.services.bus))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+            yield Stack(api=api, settings=settings, temporal=temporal_client, servers=servers)
+
+
+@pytest.fixture
+async def stack(servers: Servers, settings: Settings) -> AsyncIterator[Stack]:
+    async with run_stack(servers, settings) as s:
+        yield s
+
+
+@pytest.fixture
+async def stack_factory(servers: Servers) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
+    """`await stack_factory(order_expiration_seconds=2)`: a stack with overridden settings."""
+    async with contextlib.AsyncExitStack() as exits:
+
+        async def make(**overrides: Any) -> Stack:
+            return await exits.enter_async_context(run_stack(servers, servers.settings(**overrides)))
+
+        yield make

@@ -82,8 +82,10 @@ class OrderWorkflow:
                     maximum_interval=timedelta(seconds=5), non_retryable_error_types=[Errors.TICKET_RESERVED]
                 ),
             )
-        except ActivityError as err:
-            self.state.rejected_reason = str(err.cause.message if isinstance(err.cause, ApplicationError) else err)
+        except (ActivityError, ApplicationError) as err:
+            # A local activity's failure may arrive unwrapped (ApplicationError, not ActivityError).
+            cause = err.cause if isinstance(err, ActivityError) else err
+            self.state.rejected_reason = cause.message if isinstance(cause, ApplicationError) else str(err)
             return self.state
         self._reserved(reservation)
         await self._publish(
@@ -259,12 +261,11 @@ class OrderWorkflow:
     def status(self) -> OrderState:
         return self.state
 
-    @workflow.update
+    # Read-only: when a refused order closes first, the API reads the same answer from the result.
+    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def reservation(self) -> OrderState:
-        """Returns once the ticket is reserved (or raises why not): the API answers 201 from this."""
+        """Returns once the ticket is reserved, or with `rejected_reason` set: the API answers from this."""
         await workflow.wait_condition(lambda: self.state.status is not None or self.state.rejected_reason is not None)
-        if self.state.rejected_reason is not None:
-            raise ApplicationError(self.state.rejected_reason, type=Errors.TICKET_RESERVED)
         return self.state
 
     # ── steps ────────────────────────────────────────────────────────────────────────────
