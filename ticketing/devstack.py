@@ -328,6 +328,7 @@ class ManagedProcess:
         self.cmd: list[str] = []
         self.log_path: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self.killed = False  # True when stop() had to fall back to SIGKILL
 
     def __repr__(self) -> str:
         return f"<ManagedProcess {self.name} pid={self.pid} running={self.is_running}>"
@@ -344,6 +345,7 @@ class ManagedProcess:
         if self._proc is not None and self._proc.poll() is None:
             raise RuntimeError(f"{self.name} is already running (pid {self._proc.pid})")
         self.cmd = [str(part) for part in cmd]
+        self.killed = False
         full_env = dict(os.environ)
         for key, value in (env or {}).items():
             if value is None:
@@ -419,6 +421,7 @@ class ManagedProcess:
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self._signal_group(signal.SIGKILL)
                 self._proc.wait()
         self._signal_group(signal.SIGKILL)  # whatever of the group outlived its leader
@@ -751,7 +754,7 @@ class DevStack:
                 if not proc.is_running:
                     code = proc.returncode
                     kind = "crashed" if proc.name in self.app_children else "exited unexpectedly"
-                    self.say(f"\nERROR: {proc.name} {kind} (exit code {code}); stopping everything.")
+                    self.say(f"\nERROR: {proc.name} {kind} ({describe_exit(code)}); stopping everything.")
                     if proc.log_path is not None:
                         self.say(f"--- last lines of {self._rel(proc.log_path)} ---\n{proc.log_tail(30)}\n---")
                     return 1
@@ -766,8 +769,19 @@ class DevStack:
         for proc in reversed(self.children):
             was_running = proc.is_running
             code = proc.stop(self.opts.stop_timeout)
-            if was_running:
-                self.say(f"  {proc.name:<9} stopped (exit code {code})")
+            if was_running and proc.killed:
+                self.say(f"  {proc.name:<9} did not stop within {self.opts.stop_timeout:.0f}s: killed")
+            elif was_running:
+                self.say(f"  {proc.name:<9} stopped ({describe_exit(code)})")
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def _redact(url: str) -> str:

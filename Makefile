@@ -1,0 +1,49 @@
+# Developer entry points. Needs only python3 (3.11+), make and Debian packages on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .uv/bin/uv
+VENV := .venv
+
+.PHONY: help install run test lint bench clean
+
+help:
+	@echo "make install  create .venv (uv $(UV_VERSION), uv.lock, dev extra) and make sure nats-server exists"
+	@echo "make run      the whole stack locally: Temporal, MongoDB (SecantusDB), NATS, localstripe, API, worker"
+	@echo "make test     the test suite (.venv/bin/pytest -q)"
+	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make bench    the benchmarks (python -m bench.run)"
+	@echo "make clean    delete .data/ (all local state and logs)"
+
+install:
+	@if [ ! -x $(UV) ]; then \
+		echo "+ $(PYTHON) -m venv .uv && .uv/bin/pip install uv==$(UV_VERSION)"; \
+		$(PYTHON) -m venv .uv && .uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); \
+	fi
+	$(UV) sync --frozen --extra dev
+	@if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "+ apt-get update && apt-get install -y nats-server"; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server; \
+		else \
+			echo "nats-server is missing (needed only when no NATS already listens on NATS_URL)."; \
+			echo "Install it with: sudo apt-get install -y nats-server"; \
+		fi; \
+	fi
+
+run: install
+	$(VENV)/bin/ticketing dev
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers
+
+bench: install
+	$(VENV)/bin/python -m bench.run
+
+clean:
+	rm -rf .data
