@@ -25,11 +25,15 @@ from typing import Any
 
 import httpx
 import nats
-from conftest import Servers, Stack
 
 from api.app import create_app
 from ticketing.temporal import connect_temporal
 from workers.worker import build_worker
+
+try:
+    from .conftest import Servers, Stack
+except ImportError:  # tests/ is not a package
+    from conftest import Servers, Stack
 
 CONFIRM = re.compile(r"^/v1/payment_intents/(pi_\w+)/confirm$")
 PAYMENT_INTENT = re.compile(r"^/v1/payment_intents/(pi_\w+)(?:/\w+)?$")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from stripe_proxy import StripeProxy, custom_stack, local_stripe
-
 from ticketing.documents import Charge, ChargeStatus
 from ticketing.temporal import ORDER_STATUS
+
+try:
+    from .stripe_proxy import StripeProxy, custom_stack, local_stripe
+except ImportError:  # tests/ is not a package
+    from stripe_proxy import StripeProxy, custom_stack, local_stripe
 
 VISA = "pm_card_visa"
 DECLINED = "pm_card_chargeCustomerFail"

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from stripe_proxy import intent_event, local_stripe, send_webhook, sign
-
 from ticketing.documents import Charge
+
+try:
+    from .stripe_proxy import intent_event, local_stripe, send_webhook, sign
+except ImportError:  # tests/ is not a package
+    from stripe_proxy import intent_event, local_stripe, send_webhook, sign
 
 
 async def _order(stack):

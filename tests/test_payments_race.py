@@ -1,0 +1,162 @@
+"""Payment racing expiry and late confirmations: an order ends complete xor cancelled, every kept
+charge is a succeeded PaymentIntent, and a payment that succeeds for a closed order is refunded."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from ticketing.documents import Charge, ChargeStatus, Order
+from ticketing.orders import OrderState
+
+try:
+    from .stripe_proxy import custom_stack, intent_event, local_stripe, send_webhook, sign
+except ImportError:  # tests/ is not a package
+    from stripe_proxy import custom_stack, intent_event, local_stripe, send_webhook, sign
+
+ORDERS = 20
+
+
+def _expires_at(order: dict) -> datetime:
+    return datetime.fromisoformat(order["expiresAt"].replace("Z", "+00:00"))
+
+
+async def _final_state(stack, order_id: str) -> OrderState:
+    """Waits for the order's workflow to end; returns what it ended with."""
+    handle = stack.temporal.get_workflow_handle(f"order-{order_id}")
+    return OrderState.model_validate(await asyncio.wait_for(handle.result(), 60))
+
+
+async def _wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+async def test_payments_at_expiry_end_complete_xor_cancelled(servers):
+    async with custom_stack(servers, order_expiration_seconds=3) as stack:
+        seller = await stack.signup()
+        buyer = await stack.signup()
+        tickets = [await stack.create_ticket(seller, title=f"Seat {i}", price=10 + i) for i in range(ORDERS)]
+        # one after the other, so the orders' expiry instants (and their payments) are spread out
+        orders = [await stack.create_order(buyer, t["id"]) for t in tickets]
+
+        # a few clearly in time, then from 50 ms before expiresAt to 40 ms after it, 6 ms apart
+        offsets = [-0.3, -0.2, -0.1, *((i - 8) * 0.006 for i in range(ORDERS - 3))]
+
+        async def pay_at(order: dict, offset: float):
+            delay = (_expires_at(order) - datetime.now(UTC)).total_seconds() + offset
+            await asyncio.sleep(max(0.0, delay))
+            return await stack.api.post(
+                "/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer
+            )
+
+        responses = await asyncio.gather(*(pay_at(o, off) for o, off in zip(orders, offsets, strict=True)))
+        assert {r.status_code for r in responses} <= {201, 400}, [(r.status_code, r.text) for r in responses]
+
+        results = await asyncio.gather(*(_final_state(stack, o["id"]) for o in orders))
+        charge_msgs = {m.data["orderId"] for m in await stack.messages("charge:created")}
+        cancel_msgs = {m.data["id"] for m in await stack.messages("order:cancelled")}
+        completed = []
+        async with local_stripe(stack.settings.stripe_api_base) as ls:
+            for order, response, result in zip(orders, responses, results, strict=True):
+                oid = order["id"]
+                stored = await Order.get(oid)
+                assert stored is not None
+                assert result.status == stored.status
+                assert result.status.value in ("complete", "cancelled"), result
+                succeeded = [pi for pi in await ls.intents_for_order(oid) if pi["status"] == "succeeded"]
+                charges = await Charge.find(Charge.order_id == oid).to_list()
+                if result.status.value == "complete":
+                    completed.append(oid)
+                    assert response.status_code == 201, response.text
+                    charge = response.json()
+                    assert [pi["id"] for pi in succeeded] == [charge["stripeId"]]
+                    assert [(c.stripe_id, c.status) for c in charges] == [(charge["stripeId"], ChargeStatus.SUCCEEDED)]
+                    assert stored.payment_intent_id == charge["stripeId"]
+                    assert stored.version == order["version"] + 1
+                    assert oid in charge_msgs and oid not in cancel_msgs
+                else:
+                    assert response.status_code == 400, response.text
+                    assert succeeded == [] and charges == []
+                    assert oid in cancel_msgs and oid not in charge_msgs
+                for pi in succeeded:
+                    assert await ls.refunds_for(pi["id"]) == []
+
+        # the window really was raced: both outcomes happened, and the charged ones were paid in time
+        assert 0 < len(completed) < ORDERS, [r.status_code for r in responses]
+        assert len(charge_msgs) == len(completed)
+        assert await Charge.find(Charge.status == ChargeStatus.REFUNDED).to_list() == []
+
+
+async def test_pending_three_d_secure_is_cancelled_with_the_order(stack):
+    seller = await stack.signup()
+    buyer = await stack.signup()
+    ticket = await stack.create_ticket(seller)
+    order = await stack.create_order(buyer, ticket["id"])
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        card = await ls.three_d_secure_card()
+        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer)
+        assert r.status_code == 202, r.text
+        action = r.json()
+        assert action["status"] == "requires_action" and action["clientSecret"]
+        intent_id = action["paymentIntentId"]
+
+        r = await stack.api.delete(f"/api/orders/{order['id']}", headers=buyer)
+        assert r.status_code == 204, r.text
+        assert (await ls.intent(intent_id))["status"] == "canceled"
+        # the buyer can no longer complete 3-D Secure for it
+        late = await ls.http.post(
+            f"/v1/payment_intents/{intent_id}/_authenticate",
+            data={"client_secret": action["clientSecret"], "success": "true"},
+        )
+        assert late.status_code == 400, late.text
+
+    assert (await _final_state(stack, order["id"])).status.value == "cancelled"
+    r = await stack.api.get(f"/api/orders/{order['id']}", headers=buyer)
+    assert r.json()["status"] == "cancelled"
+    assert await stack.messages("charge:created") == []
+    assert len(await stack.messages("order:cancelled")) == 1
+    assert await Charge.find(Charge.order_id == order["id"]).to_list() == []
+
+
+async def test_late_confirmation_for_a_cancelled_order_is_refunded_once(stack):
+    seller = await stack.signup()
+    buyer = await stack.signup()
+    ticket = await stack.create_ticket(seller, price=20.5)
+    order = await stack.create_order(buyer, ticket["id"])
+    r = await stack.api.delete(f"/api/orders/{order['id']}", headers=buyer)
+    assert r.status_code == 204, r.text
+    await _final_state(stack, order["id"])
+
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        intent = await ls.paid_intent(order["id"], 2050)  # it succeeded at Stripe after all
+        assert intent["status"] == "succeeded"
+        payload = intent_event(intent)
+        secret = stack.settings.stripe_webhook_secret
+        r = await send_webhook(stack, payload, sign(payload, secret))
+        assert r.status_code == 200, r.text
+
+        async def refunded():
+            charges = await Charge.find(Charge.stripe_id == intent["id"]).to_list()
+            return charges if charges and charges[0].status == ChargeStatus.REFUNDED else None
+
+        charges = await _wait_for(refunded)
+        assert charges, "the late payment was not refunded"
+        refunds = await ls.refunds_for(intent["id"])
+        assert [(x["id"], x["amount"], x["status"]) for x in refunds] == [(charges[0].refund_id, 2050, "succeeded")]
+        assert (charges[0].order_id, charges[0].amount, charges[0].currency) == (order["id"], 2050, "usd")
+
+        # Stripe delivers the event again: still one refund
+        r = await send_webhook(stack, payload, sign(payload, secret))
+        assert r.status_code == 200, r.text
+        await asyncio.sleep(2)
+        assert len(await ls.refunds_for(intent["id"])) == 1
+        assert len(await Charge.find(Charge.order_id == order["id"]).to_list()) == 1
+
+    r = await stack.api.get(f"/api/orders/{order['id']}", headers=buyer)
+    assert r.json()["status"] == "cancelled"
+    assert await stack.messages("charge:created") == []
