@@ -30,17 +30,28 @@ class SigninLimiter:
         self.limit, self.window = limit, window
         self.failures: dict[str, deque[float]] = defaultdict(deque)
 
+    def _prune(self, key: str, now: float) -> None:
+        q = self.failures.get(key)
+        if q is None:
+            return
+        while q and now - q[0] > self.window:
+            q.popleft()
+        if not q:  # forget keys without recent failures: memory stays bounded
+            del self.failures[key]
+
     def blocked(self, *keys: str) -> bool:
         now = time.monotonic()
         for key in keys:
-            q = self.failures[key]
-            while q and now - q[0] > self.window:
-                q.popleft()
-        return any(len(self.failures[k]) >= self.limit for k in keys)
+            self._prune(key, now)
+        return any(len(self.failures.get(k, ())) >= self.limit for k in keys)
 
     def fail(self, *keys: str) -> None:
+        now = time.monotonic()
+        if len(self.failures) > 10_000:
+            for key in list(self.failures):
+                self._prune(key, now)
         for key in keys:
-            self.failures[key].append(time.monotonic())
+            self.failures[key].append(now)
 
 
 limiter = SigninLimiter()

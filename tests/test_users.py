@@ -299,6 +299,11 @@ async def test_rate_limit_window_expires():
     assert not limiter.blocked("other")
     await asyncio.sleep(0.1)
     assert not limiter.blocked("k")
+    # Keys without recent failures are forgotten: unique emails do not grow memory.
+    assert not limiter.failures
+    for i in range(100):
+        assert not limiter.blocked(f"email:{i}@x.com", "ip:1.2.3.4")
+    assert not limiter.failures
 
 
 # ── cookie flags by environment ───────────────────────────────────────────────────────
