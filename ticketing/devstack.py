@@ -53,8 +53,6 @@ DEFAULT_TEMPORAL_PORT = 7233
 DEFAULT_TEMPORAL_UI_PORT = 8233
 DEFAULT_STRIPE_PORT = 8420
 SEARCH_ATTRIBUTES = {"OrderStatus": "Keyword", "UserId": "Keyword", "TicketId": "Keyword"}
-# Same placeholder as ticketing.settings.DEV_STRIPE_KEY: it looks like a test key but is not a real one.
-_PLACEHOLDER_STRIPE_KEYS = {"sk_test_localstripe"}
 
 NATS_INSTALL_HINT = (
     "nats-server is not installed. On Debian/Ubuntu: `sudo apt-get install -y nats-server` "
@@ -630,7 +628,7 @@ class DevStack:
                 return self._supervise()
             except Aborted:
                 return 0
-            except (ProcessDied, TimeoutError, RuntimeError, FileNotFoundError) as exc:
+            except (ProcessDied, TimeoutError, RuntimeError, FileNotFoundError, ValueError) as exc:
                 self.say(f"\nERROR: {exc}")
                 return 1
             finally:
@@ -733,12 +731,11 @@ class DevStack:
         if settings.stripe_api_base:
             self.say(f"  stripe    using STRIPE_API_BASE={settings.stripe_api_base} (not started)")
             return None, None
+        from ticketing.settings import DEV_STRIPE_KEY
+
         key = str(settings.stripe_key)
-        if (
-            "stripe_key" in explicit
-            and key.startswith(("sk_live_", "sk_test_"))
-            and key not in _PLACEHOLDER_STRIPE_KEYS
-        ):
+        # DEV_STRIPE_KEY looks like a test key but is only the dev placeholder that goes with localstripe.
+        if "stripe_key" in explicit and key.startswith(("sk_live_", "sk_test_")) and key != DEV_STRIPE_KEY:
             self.say("  stripe    STRIPE_KEY is a real key and STRIPE_API_BASE is unset: using the real Stripe API")
             return None, None
         port = self.opts.stripe_port
