@@ -207,11 +207,13 @@ async def drop_streams(nats_url: str) -> None:
 
 
 @asynccontextmanager
-async def run_stack(servers: Servers, settings: Settings, *, worker: bool = True) -> AsyncIterator[Stack]:
+async def run_stack(
+    servers: Servers, settings: Settings, *, worker: bool = True, temporal_client: Client | None = None
+) -> AsyncIterator[Stack]:
     """The API (in-process, real lifespan) and, unless worker=False, a Temporal worker on the
     settings' task queue."""
     await drop_streams(settings.nats_url)  # one stream owns the subjects: the test's fresh one
-    temporal_client = await connect_temporal(settings)
+    temporal_client = temporal_client or await connect_temporal(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:
         if worker:
