@@ -5,6 +5,7 @@ per fact (same `Nats-Msg-Id`), and the HTTP caller is not failed for a NATS outa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from temporalio.common import WorkflowIDReusePolicy
@@ -23,7 +24,7 @@ async def publish_after_store(services: Services, event: Event) -> None:
         return
     except Exception as err:  # NATS down or slow: hand over to Temporal
         log.warning("publish deferred to Temporal", extra={"msgId": event.msg_id, "error": repr(err)})
-    try:
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # this fact is already handed over
         await services.temporal.start_workflow(
             PublishEventWorkflow.run,
             Envelope.of(event),
@@ -31,5 +32,3 @@ async def publish_after_store(services: Services, event: Event) -> None:
             task_queue=services.settings.temporal_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
-    except WorkflowAlreadyStartedError:
-        pass
