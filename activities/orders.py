@@ -3,6 +3,8 @@ finds its change already stored and returns the same result, never applying it t
 
 from __future__ import annotations
 
+import contextlib
+
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -66,10 +68,8 @@ class OrderActivities:
             version=0,
             ticket=TicketSnapshot(id=ticket.id, title=ticket.title, price=ticket.price),
         )
-        try:
+        with contextlib.suppress(DuplicateKeyError):  # stored by an earlier attempt
             await order.insert()
-        except DuplicateKeyError:
-            pass  # stored by an earlier attempt
         return Reservation(ticket=ticket, order_version=0)
 
     @activity.defn
@@ -100,6 +100,7 @@ class OrderActivities:
             )
         except DuplicateKeyError as err:
             raise _conflict(f"order {req.order_id} already has a succeeded charge") from err
+        assert doc is not None  # upsert=True with ReturnDocument.AFTER always returns the document
         version = await _change_order(
             OrderChange(
                 order_id=req.order_id,

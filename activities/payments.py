@@ -39,8 +39,12 @@ def _result(pi: stripe.PaymentIntent) -> IntentResult:
 def _final(err: stripe.StripeError) -> ApplicationError:
     """Card errors and invalid requests will fail the same way again: not retried."""
     if isinstance(err, stripe.CardError):
-        return ApplicationError(err.user_message or "Your card was declined", type=Errors.CARD_DECLINED, non_retryable=True)
-    return ApplicationError(err.user_message or "Invalid payment request", type=Errors.INVALID_PAYMENT, non_retryable=True)
+        return ApplicationError(
+            err.user_message or "Your card was declined", type=Errors.CARD_DECLINED, non_retryable=True
+        )
+    return ApplicationError(
+        err.user_message or "Invalid payment request", type=Errors.INVALID_PAYMENT, non_retryable=True
+    )
 
 
 class PaymentActivities:
@@ -56,7 +60,7 @@ class PaymentActivities:
                     "amount": req.amount,
                     "currency": req.currency or self.currency,
                     "payment_method": req.token,
-                    "payment_method_types": ["card"],
+                    "payment_method_types": ["card"],  # type: ignore[typeddict-unknown-key]
                     "metadata": {"orderId": req.order_id, "attempt": str(req.attempt)},
                 },
                 options={"idempotency_key": f"order-{req.order_id}-attempt-{req.attempt}"},
@@ -97,7 +101,11 @@ class PaymentActivities:
     async def refund_payment(self, req: RefundInput) -> str:
         """Give back a payment that succeeded for an order that ended cancelled; recorded once."""
         order = await Order.get_pymongo_collection().find_one({"_id": ObjectId(req.order_id)})
-        if order and order["status"] == OrderStatus.COMPLETE and order.get("payment_intent_id") == req.payment_intent_id:
+        if (
+            order
+            and order["status"] == OrderStatus.COMPLETE
+            and order.get("payment_intent_id") == req.payment_intent_id
+        ):
             return "kept"  # this payment paid the order: nothing to give back
         charges = Charge.get_pymongo_collection()
         existing = await charges.find_one({"stripe_id": req.payment_intent_id})

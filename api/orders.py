@@ -4,6 +4,7 @@ owns the order from then on; the HTTP answer comes from the workflow's `reservat
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from beanie import PydanticObjectId
 from bson import ObjectId
@@ -19,7 +20,7 @@ from api.errors import ApiError, BadRequest, NotAuthorized, NotFound
 from api.schemas import OrderBody, OrderOut, parse_object_id
 from ticketing.documents import Order, OrderStatus, Ticket
 from ticketing.money import to_major
-from ticketing.orders import Errors, OrderInput
+from ticketing.orders import Errors, OrderInput, OrderState
 from ticketing.temporal import ORDER_STATUS, TICKET_ID, USER_ID, order_workflow_id
 from workflows.order import OrderWorkflow
 
@@ -81,7 +82,8 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
         static_summary=f"Order for “{ticket.title}” ({to_major(ticket.price)} {settings.currency})",
     )
     try:
-        outcome = await handle.execute_update(OrderWorkflow.reservation)
+        # (cast: the SDK's typing loses the return type of an Update declared with options)
+        outcome = cast(OrderState, await handle.execute_update(OrderWorkflow.reservation))
     except (RPCError, WorkflowUpdateFailedError):
         # Refused so fast that the workflow closed before the Update answered: its result says why.
         outcome = await handle.result()
@@ -95,7 +97,7 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
 
 @router.get("", response_model=list[OrderOut])
 async def list_orders(user: RequiredUser) -> list[OrderOut]:
-    orders = await Order.find(Order.user_id == user.id).sort([("created_at", -1), ("_id", -1)]).to_list()
+    orders = await Order.find(Order.user_id == user.id).sort("-created_at", "-_id").to_list()
     return [OrderOut.of(o) for o in orders]
 
 

@@ -105,8 +105,14 @@ class TicketOut(Out):
 
     @classmethod
     def of(cls, t: Ticket) -> TicketOut:
-        return cls(id=str(t.id), title=t.title, price=to_major(t.price), user_id=t.user_id, version=t.version,
-                   order_id=t.order_id)
+        return cls(
+            id=str(t.id),
+            title=t.title,
+            price=to_major(t.price),
+            user_id=t.user_id,
+            version=t.version,
+            order_id=t.order_id,
+        )
 
 
 # ── orders ────────────────────────────────────────────────────────────────────────────

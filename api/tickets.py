@@ -33,7 +33,10 @@ async def create_ticket(body: TicketBody, user: RequiredUser, services: Deps) ->
     await publish_after_store(
         services,
         events.TicketCreated(
-            id=str(ticket.id), version=ticket.version, title=ticket.title, price=to_major(ticket.price),
+            id=str(ticket.id),
+            version=ticket.version,
+            title=ticket.title,
+            price=to_major(ticket.price),
             user_id=ticket.user_id,
         ),
     )
@@ -71,8 +74,12 @@ async def update_ticket(ticket_id: str, body: TicketBody, user: RequiredUser, se
     await publish_after_store(
         services,
         events.TicketUpdated(
-            id=str(updated.id), version=updated.version, title=updated.title, price=to_major(updated.price),
-            user_id=updated.user_id, order_id=updated.order_id,
+            id=str(updated.id),
+            version=updated.version,
+            title=updated.title,
+            price=to_major(updated.price),
+            user_id=updated.user_id,
+            order_id=updated.order_id,
         ),
     )
     return TicketOut.of(updated)

@@ -94,8 +94,9 @@ def app_containers() -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def app_container(deployment: str) -> dict[str, Any]:
-    containers = [c for c in pod_spec(k8s_object("Deployment", deployment))["containers"]
-                  if image_name(c["image"]) == APP_IMAGE]
+    containers = [
+        c for c in pod_spec(k8s_object("Deployment", deployment))["containers"] if image_name(c["image"]) == APP_IMAGE
+    ]
     assert len(containers) == 1, f"{deployment} must run exactly one {APP_IMAGE} container"
     return containers[0]
 
@@ -245,13 +246,17 @@ def test_k8s_has_expected_objects_and_no_committed_secrets() -> None:
     kinds = {(o["kind"], o["metadata"]["name"]) for o in k8s_objects()}
     expected = {
         ("ConfigMap", "ticketing-config"),
-        ("Deployment", "ticketing-api"), ("Service", "ticketing-api"),
+        ("Deployment", "ticketing-api"),
+        ("Service", "ticketing-api"),
         ("Deployment", "ticketing-worker"),
-        ("StatefulSet", "mongodb"), ("Service", "mongodb"),
-        ("StatefulSet", "nats"), ("Service", "nats"),
+        ("StatefulSet", "mongodb"),
+        ("Service", "mongodb"),
+        ("StatefulSet", "nats"),
+        ("Service", "nats"),
         ("Ingress", "ticketing"),
         ("Job", "temporal-search-attributes"),
-        ("Deployment", "temporal-ui"), ("Service", "temporal-ui"),
+        ("Deployment", "temporal-ui"),
+        ("Service", "temporal-ui"),
     }
     assert expected <= kinds, f"missing: {expected - kinds}"
     assert not [o for o in k8s_objects() if o["kind"] == "Secret"], "never commit Secret values"
@@ -352,8 +357,16 @@ def test_compose_validates_against_compose_spec_schema() -> None:
 
 def test_compose_startup_order_and_healthchecks() -> None:
     services = compose()["services"]
-    expected = {"postgresql", "temporal", "temporal-search-attributes", "temporal-ui",
-                "mongodb", "nats", "api", "worker"}
+    expected = {
+        "postgresql",
+        "temporal",
+        "temporal-search-attributes",
+        "temporal-ui",
+        "mongodb",
+        "nats",
+        "api",
+        "worker",
+    }
     assert expected <= set(services), f"missing: {expected - set(services)}"
     for name, svc in services.items():
         # The schema only says "string"; Docker rejects anything else at `up` time.
@@ -408,8 +421,16 @@ def test_compose_and_k8s_agree_on_settings() -> None:
     cm = config_map()
     api_env = compose_env("api")
     assert api_env == compose_env("worker"), "api and worker share one environment"
-    for name in ("MONGO_DB", "NATS_STREAM", "TEMPORAL_NAMESPACE", "TEMPORAL_TASK_QUEUE", "CURRENCY",
-                 "PORT", "WORKER_METRICS_PORT", "WORKER_GRACEFUL_SHUTDOWN_SECONDS"):
+    for name in (
+        "MONGO_DB",
+        "NATS_STREAM",
+        "TEMPORAL_NAMESPACE",
+        "TEMPORAL_TASK_QUEUE",
+        "CURRENCY",
+        "PORT",
+        "WORKER_METRICS_PORT",
+        "WORKER_GRACEFUL_SHUTDOWN_SECONDS",
+    ):
         assert str(api_env[name]) == cm[name], f"{name}: compose {api_env[name]!r} != k8s {cm[name]!r}"
     assert cm["APP_ENV"] == "prod", "the cluster runs with APP_ENV=prod (secrets required)"
 
@@ -504,15 +525,17 @@ def test_search_attributes_registered_in_compose_and_k8s() -> None:
     assert svc["depends_on"]["temporal"]["condition"] == "service_healthy"
     entrypoint = svc.get("entrypoint") or []
     script = " ".join(entrypoint if isinstance(entrypoint, list) else [entrypoint]) + "\n"
-    script += "\n".join(compose_command("temporal-search-attributes") if isinstance(svc["command"], str)
-                        else svc["command"])
+    script += "\n".join(
+        compose_command("temporal-search-attributes") if isinstance(svc["command"], str) else svc["command"]
+    )
     assert_registers_search_attributes(script, "compose temporal-search-attributes")
 
     job = k8s_object("Job", "temporal-search-attributes")
     (container,) = pod_spec(job)["containers"]
     assert image_name(container["image"]) == "admin-tools"
-    assert_registers_search_attributes("\n".join(container.get("command", []) + container.get("args", [])),
-                                       "k8s Job temporal-search-attributes")
+    assert_registers_search_attributes(
+        "\n".join(container.get("command", []) + container.get("args", [])), "k8s Job temporal-search-attributes"
+    )
     # The Job talks to the same Temporal as the app.
     env = {e["name"]: e for e in container["env"]}
     for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"):

@@ -118,9 +118,7 @@ async def test_nats_down_while_orders_expire(servers: Servers, processes, tmp_pa
         await stack.wait_for_messages("order:created", len(orders))
         nats_server.stop(10)
         await asyncio.sleep(6)  # every order's expiry passes while NATS is down: publishes retry
-        pending = [
-            await stack.temporal.get_workflow_handle(order_workflow_id(o["id"])).describe() for o in orders
-        ]
+        pending = [await stack.temporal.get_workflow_handle(order_workflow_id(o["id"])).describe() for o in orders]
         assert all(d.status is not None and d.status.name == "RUNNING" for d in pending)
         processes.append(start_and_wait("nats", cmd, port, log_path=tmp_path / "nats.log"))
         await assert_all_expired_once(stack, orders)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType

@@ -128,7 +128,9 @@ async def test_fifty_concurrent_orders_for_one_ticket(stack):
     )
     codes = sorted(r.status_code for r in responses)
     assert codes == [201] + [400] * 49
-    assert {r.json()["errors"][0]["message"] for r in responses if r.status_code == 400} == {"Ticket is already reserved"}
+    assert {r.json()["errors"][0]["message"] for r in responses if r.status_code == 400} == {
+        "Ticket is already reserved"
+    }
     assert await Order.find(Order.ticket.id == ticket["id"]).count() == 1
 
 
@@ -148,6 +150,7 @@ async def test_reservation_guard_holds_without_the_api_precheck(stack):
             for oid in (ObjectId() for _ in range(20))
         )
     )
+
     async def outcome(handle):
         try:
             return await handle.execute_update(OrderWorkflow.reservation)
@@ -180,7 +183,17 @@ async def test_short_window_expires_and_is_listed_by_search_attribute(servers, s
 
     # What an operator types to find expired orders (visibility is eventually consistent).
     query = f'OrderStatus="cancelled" AND TicketId="{ticket["id"]}"'
-    cmd = [find_binary("temporal"), "workflow", "list", "--address", servers.temporal.url, "--query", query, "-o", "json"]
+    cmd = [
+        find_binary("temporal"),
+        "workflow",
+        "list",
+        "--address",
+        servers.temporal.url,
+        "--query",
+        query,
+        "-o",
+        "json",
+    ]
     for _ in range(50):
         listed = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout or "[]")
         if listed:

@@ -157,9 +157,7 @@ async def test_payment_body_is_validated(stack):
     assert r.status_code == 400, r.text
     assert [e["field"] for e in r.json()["errors"]] == ["token"]
 
-    r = await stack.api.post(
-        "/api/payments", json={"orderId": order["id"], "token": VISA, "amount": 1}, headers=buyer
-    )
+    r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": VISA, "amount": 1}, headers=buyer)
     assert r.status_code == 400, r.text
     assert [e["field"] for e in r.json()["errors"]] == ["amount"]
     assert (await _status(stack, buyer, order["id"]))["status"] == "created"

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -33,7 +35,7 @@ WORKFLOWS = [OrderWorkflow, RefundWorkflow, PublishEventWorkflow]
 
 def build_worker(client: Client, settings: Settings, bus: EventBus, **options: object) -> Worker:
     orders, events, payments = OrderActivities(), EventActivities(bus), PaymentActivities(settings)
-    activities = [
+    activities: list[Callable[..., Any]] = [
         orders.reserve_ticket,
         orders.change_order,
         orders.complete_order,

@@ -3,15 +3,16 @@
 Deterministic code only: every side effect (MongoDB, NATS, Stripe) is an activity, time comes
 from `workflow.now()`, and the durable timer survives worker and server restarts.
 
-    reserve ticket ─► publish order:created ─► wait ─┬─ pay (Update) ─► charge ─► complete ─► charge:created
-                                                     ├─ cancel (Update, DELETE /api/orders/{id}) ─┐
-                                                     └─ timer at expiresAt ─► expiration:complete ┴─► cancel ─► order:cancelled
+    reserve ticket ─► order:created ─► wait ─┬─ pay (Update) ─► charge ─► complete ─► charge:created
+                                             ├─ cancel (Update, from DELETE /api/orders/{id}) ──┐
+                                             └─ timer at expiresAt ─► expiration:complete ───────┴─► cancel,
+                                                                              release ticket ─► order:cancelled
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
+from typing import TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -45,12 +46,19 @@ with workflow.unsafe.imports_passed_through():
 
 # MongoDB and NATS outages are retried until they pass; a version conflict would be a bug.
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=[Errors.CONFLICT])
-STORE = {"start_to_close_timeout": timedelta(seconds=15), "retry_policy": STORE_RETRY}
+
+
+class ActivityOptions(TypedDict):
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
+
+
+STORE = ActivityOptions(start_to_close_timeout=timedelta(seconds=15), retry_policy=STORE_RETRY)
 # Stripe: 5xx, rate limits and timeouts retried with the same idempotency key; card errors are final.
 STRIPE_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10), non_retryable_error_types=[Errors.CARD_DECLINED, Errors.INVALID_PAYMENT]
 )
-STRIPE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": STRIPE_RETRY}
+STRIPE = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), retry_policy=STRIPE_RETRY)
 
 
 @workflow.defn(name="OrderWorkflow")
@@ -75,7 +83,10 @@ class OrderWorkflow:
             reservation = await workflow.execute_local_activity_method(
                 OrderActivities.reserve_ticket,
                 ReserveInput(
-                    order_id=order.order_id, user_id=order.user_id, ticket_id=order.ticket_id, expires_at=order.expires_at
+                    order_id=order.order_id,
+                    user_id=order.user_id,
+                    ticket_id=order.ticket_id,
+                    expires_at=order.expires_at,
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(
@@ -125,13 +136,13 @@ class OrderWorkflow:
                 return True
             try:
                 await workflow.wait_condition(
-                    lambda: self.cancel_requested
-                    or self.state.status == OrderStatus.COMPLETE
-                    or self._pending_confirmed(),
+                    lambda: (
+                        self.cancel_requested or self.state.status == OrderStatus.COMPLETE or self._pending_confirmed()
+                    ),
                     timeout=timedelta(seconds=remaining),
                     timeout_summary="order expiry",
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return True
             if self._pending_confirmed() and not self.state.charging:
                 await self._complete_pending()
@@ -245,7 +256,8 @@ class OrderWorkflow:
     async def cancel(self) -> OrderState:
         self.cancel_requested = True
         await workflow.wait_condition(
-            lambda: self.state.status in (OrderStatus.CANCELLED, OrderStatus.COMPLETE) or self.state.rejected_reason
+            lambda: self.state.status in (OrderStatus.CANCELLED, OrderStatus.COMPLETE)
+            or self.state.rejected_reason is not None
         )
         if self.state.status == OrderStatus.COMPLETE:
             raise ApplicationError("Cannot cancel a complete order", type=Errors.ORDER_COMPLETE)
