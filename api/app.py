@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from api import health, orders, payments, tickets, users
 from api.deps import Services
-from api.errors import install_error_handlers
+from api.errors import error_body, install_error_handlers
 from api.metrics import install_metrics
 from ticketing.bus import EventBus
 from ticketing.db import connect_db
@@ -18,6 +19,7 @@ from ticketing.settings import Settings, get_settings
 from ticketing.temporal import connect_temporal
 
 log = logging.getLogger(__name__)
+MAX_BODY = 256 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,7 +37,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await bus.close()
             await mongo.close()
 
-    app = FastAPI(title="Ticketing", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Ticketing",
+        version="0.1.0",
+        description="Ticket orders on Temporal: reserve, expire, pay exactly once, events on NATS JetStream.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def refuse_huge_bodies(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # No legitimate body comes near this: refuse before reading it, in the contract's shape.
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
+            return JSONResponse(error_body(("Request body too large", None)), status_code=413)
+        return await call_next(request)
+
     app.state.settings = settings
     install_error_handlers(app)
     install_metrics(app)

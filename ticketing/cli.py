@@ -15,13 +15,17 @@ def run_api() -> int:
 
     from ticketing.settings import Settings
 
+    from ticketing.logs import configure_logging
+
     settings = Settings()
+    configure_logging(settings)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=os.environ.get("HOST", "127.0.0.1"),  # containers set HOST=0.0.0.0
         port=settings.port,
         access_log=False,
+        log_config=None,  # keep our JSON logging
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
     )

@@ -25,6 +25,17 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_"):
                 continue
+            if key in ("temporal_workflow", "temporal_activity") and isinstance(value, dict):
+                # The SDK's context: surface the ids operators search by.
+                workflow_id = value.get("workflow_id")
+                if workflow_id:
+                    entry["workflowId"] = workflow_id
+                    if str(workflow_id).startswith("order-"):
+                        entry.setdefault("orderId", str(workflow_id).removeprefix("order-"))
+                for name in ("activity_type", "workflow_type", "attempt"):
+                    if name in value:
+                        entry[name] = value[name]
+                continue
             entry[key] = "[redacted]" if any(word in key.lower() for word in _REDACT) else value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
