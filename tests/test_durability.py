@@ -22,17 +22,18 @@ from workflows.order import OrderWorkflow
 from .conftest import Servers, Stack, run_stack
 
 
-def settings_env(settings: Settings) -> dict[str, str | None]:
+def settings_env(settings: Settings, metrics_port: int | None = None) -> dict[str, str | None]:
     env: dict[str, str | None] = {
         name.upper(): None if value is None else str(value) for name, value in settings.model_dump().items()
     }
-    env["WORKER_METRICS_PORT"] = str(free_port())
+    env["WORKER_METRICS_PORT"] = str(metrics_port or free_port())
     return env
 
 
-def start_worker(settings: Settings, log: Path) -> ManagedProcess:
+def start_worker(settings: Settings, log: Path, metrics_port: int | None = None) -> ManagedProcess:
+    """`ticketing worker` as a real process (so a test can SIGKILL it)."""
     cmd = [sys.executable, "-m", "ticketing.cli", "worker"]
-    return ManagedProcess("worker").start(cmd, env=settings_env(settings), log_path=log)
+    return ManagedProcess("worker").start(cmd, env=settings_env(settings, metrics_port), log_path=log)
 
 
 @pytest.fixture
