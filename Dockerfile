@@ -20,10 +20,10 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 
 # Third-party dependencies first (cached layer while only our code changes).
-# The `dev` extra is never installed: only the runtime dependencies from uv.lock.
-COPY pyproject.toml uv.lock README.md ./
+# The `dev` extra is never installed: only the runtime dependencies, pinned with hashes.
+COPY pyproject.toml requirements.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --no-install-project
+    uv venv /opt/venv && VIRTUAL_ENV=/opt/venv uv pip sync --require-hashes requirements.lock
 
 # Then the project itself, installed as a regular (non-editable) wheel.
 COPY ticketing ./ticketing
@@ -32,7 +32,7 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY workers ./workers
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable
+    VIRTUAL_ENV=/opt/venv uv pip install --no-deps --no-editable .
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -7,10 +7,10 @@ UV_VERSION := 0.13.8
 UV := .uv/bin/uv
 VENV := .venv
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench lock clean
 
 help:
-	@echo "make install  create .venv (uv $(UV_VERSION), uv.lock, dev extra) and make sure nats-server exists"
+	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server exists"
 	@echo "make run      the whole stack locally: Temporal, MongoDB (SecantusDB), NATS, localstripe, API, worker"
 	@echo "make test     the test suite (.venv/bin/pytest -q)"
 	@echo "make lint     ruff check, ruff format --check, mypy"
@@ -22,7 +22,10 @@ install:
 		echo "+ $(PYTHON) -m venv .uv && .uv/bin/pip install uv==$(UV_VERSION)"; \
 		$(PYTHON) -m venv .uv && .uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); \
 	fi
-	$(UV) sync --frozen --extra dev
+	@# Hashed lock files (requirements*.lock, made by `make lock`): reproducible installs.
+	@[ -x $(VENV)/bin/python ] || $(UV) venv --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --require-hashes requirements-dev.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --no-deps -e .
 	@if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "+ apt-get update && apt-get install -y nats-server"; \
@@ -44,6 +47,10 @@ lint: install
 
 bench: install
 	$(VENV)/bin/python -m bench.run
+
+lock:  ## re-resolve pyproject.toml into the two hashed lock files
+	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 --no-header -q -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 --no-header -q -o requirements-dev.lock
 
 clean:
 	rm -rf .data
