@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from beanie import PydanticObjectId
 from fastapi import APIRouter
 from pymongo import ReturnDocument
@@ -26,20 +28,21 @@ async def _get(ticket_id: str) -> Ticket:
     return ticket
 
 
+def _event_fields(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "id": str(ticket.id),
+        "version": ticket.version,
+        "title": ticket.title,
+        "price": to_major(ticket.price),
+        "user_id": ticket.user_id,
+    }
+
+
 @router.post("", status_code=201, response_model=TicketOut)
 async def create_ticket(body: TicketBody, user: RequiredUser, services: Deps) -> TicketOut:
     ticket = Ticket(title=body.title, price=to_cents(body.price), user_id=user.id, version=0)
     await ticket.insert()
-    await publish_after_store(
-        services,
-        events.TicketCreated(
-            id=str(ticket.id),
-            version=ticket.version,
-            title=ticket.title,
-            price=to_major(ticket.price),
-            user_id=ticket.user_id,
-        ),
-    )
+    await publish_after_store(services, events.TicketCreated(**_event_fields(ticket)))
     return TicketOut.of(ticket)
 
 
@@ -71,15 +74,5 @@ async def update_ticket(ticket_id: str, body: TicketBody, user: RequiredUser, se
     if doc is None:
         raise BadRequest("Cannot edit a reserved ticket")
     updated = Ticket.model_validate({**doc, "id": doc["_id"]})
-    await publish_after_store(
-        services,
-        events.TicketUpdated(
-            id=str(updated.id),
-            version=updated.version,
-            title=updated.title,
-            price=to_major(updated.price),
-            user_id=updated.user_id,
-            order_id=updated.order_id,
-        ),
-    )
+    await publish_after_store(services, events.TicketUpdated(**_event_fields(updated), order_id=updated.order_id))
     return TicketOut.of(updated)

@@ -13,9 +13,8 @@ from pathlib import Path
 def run_api() -> int:
     import uvicorn
 
-    from ticketing.settings import Settings
-
     from ticketing.logs import configure_logging
+    from ticketing.settings import Settings
 
     settings = Settings()
     configure_logging(settings)

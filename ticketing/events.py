@@ -28,31 +28,27 @@ class Event(EventModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
-class TicketCreated(Event):
-    subject: ClassVar[str] = "ticket:created"
+class EntityEvent(Event):
+    """A change of a versioned entity: one message per (entity, version)."""
+
     id: str
     version: int
+
+    @property
+    def msg_id(self) -> str:
+        return f"{self.subject}:{self.id}:{self.version}"
+
+
+class TicketCreated(EntityEvent):
+    subject: ClassVar[str] = "ticket:created"
     title: str
     price: float  # major units, as in the REST ticket
     user_id: str
 
-    @property
-    def msg_id(self) -> str:
-        return f"{self.subject}:{self.id}:{self.version}"
 
-
-class TicketUpdated(Event):
+class TicketUpdated(TicketCreated):
     subject: ClassVar[str] = "ticket:updated"
-    id: str
-    version: int
-    title: str
-    price: float
-    user_id: str
     order_id: str | None
-
-    @property
-    def msg_id(self) -> str:
-        return f"{self.subject}:{self.id}:{self.version}"
 
 
 class OrderTicketRef(EventModel):
@@ -60,33 +56,21 @@ class OrderTicketRef(EventModel):
     price: float
 
 
-class OrderCreated(Event):
+class OrderCreated(EntityEvent):
     subject: ClassVar[str] = "order:created"
-    id: str
-    version: int
     status: str
     user_id: str
     expires_at: datetime
     ticket: OrderTicketRef
-
-    @property
-    def msg_id(self) -> str:
-        return f"{self.subject}:{self.id}:{self.version}"
 
 
 class TicketId(EventModel):
     id: str
 
 
-class OrderCancelled(Event):
+class OrderCancelled(EntityEvent):
     subject: ClassVar[str] = "order:cancelled"
-    id: str
-    version: int
     ticket: TicketId
-
-    @property
-    def msg_id(self) -> str:
-        return f"{self.subject}:{self.id}:{self.version}"
 
 
 class ExpirationComplete(Event):
