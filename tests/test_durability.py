@@ -123,3 +123,18 @@ async def test_nats_down_while_orders_expire(servers: Servers, processes, tmp_pa
         assert all(d.status is not None and d.status.name == "RUNNING" for d in pending)
         processes.append(start_and_wait("nats", cmd, port, log_path=tmp_path / "nats.log"))
         await assert_all_expired_once(stack, orders)
+
+
+async def test_worker_stops_gracefully_on_sigterm(servers: Servers, processes, tmp_path):
+    settings = servers.settings(order_expiration_seconds=4, worker_graceful_shutdown_seconds=5)
+    async with run_stack(servers, settings, worker=False) as stack:
+        worker = start_worker(settings, tmp_path / "worker.log")
+        processes.append(worker)
+        orders = await place_orders(stack, 3)  # answered, so the worker is polling
+        worker.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.wait, 20)
+        assert code == 0, worker.log_tail()
+        assert "shutting down" in worker.log_tail(50)
+        # Nothing was lost with it: the next worker finishes the orders.
+        processes.append(start_worker(settings, tmp_path / "worker2.log"))
+        await assert_all_expired_once(stack, orders)
