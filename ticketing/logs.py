@@ -12,6 +12,9 @@ from ticketing.settings import Settings
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _REDACT = ("password", "token", "secret", "authorization", "card", "jwt", "key")
+# Libraries whose DEBUG output carries request bodies and documents (card tokens, password
+# hashes): kept at WARNING even with LOG_LEVEL=DEBUG.
+QUIET_LOGGERS = ("httpx", "stripe", "pymongo")
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,5 +52,5 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     # The Temporal SDK's own loggers carry workflow/activity context in `temporal_*` extras.
-    for noisy in ("httpx", "stripe"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
