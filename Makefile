@@ -7,12 +7,13 @@ UV_VERSION := 0.13.8
 UV := .uv/bin/uv
 VENV := .venv
 
-.PHONY: help install run test lint bench lock clean
+.PHONY: help install run test test-reliability lint bench lock clean
 
 help:
 	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server exists"
 	@echo "make run      the whole stack locally: Temporal, MongoDB (SecantusDB), NATS, localstripe, API, worker"
-	@echo "make test     the test suite (.venv/bin/pytest -q)"
+	@echo "make test     the test suite (.venv/bin/pytest -q), without tests/reliability"
+	@echo "make test-reliability  faults, load, bad input and security, counted (tests/reliability, ~8 min)"
 	@echo "make lint     ruff check, ruff format --check, mypy"
 	@echo "make bench    the benchmarks (python -m bench.run)"
 	@echo "make clean    delete .data/ (all local state and logs)"
@@ -40,7 +41,10 @@ run: install
 	$(VENV)/bin/ticketing dev
 
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --ignore=tests/reliability
+
+test-reliability: install
+	$(VENV)/bin/pytest tests/reliability -q
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers
