@@ -339,7 +339,7 @@ async def audit(
     ours = {k for k in by_fact if k in expected}
     lost = sum(1 for k in expected if by_fact[k] == 0)
     duplicates = sum(n - 1 for k, n in by_fact.items() if k in expected and n > 1)
-    duplicates = max(duplicates, sum(n - 1 for mid, n in by_msg_id.items() if n > 1))
+    duplicates = max(duplicates, sum(n - 1 for mid, n in by_msg_id.items() if mid and n > 1))
     missing_ids = sum(1 for m in messages if not m.msg_id)
     if missing_ids:
         problems.append(f"{missing_ids} messages without a Nats-Msg-Id")
