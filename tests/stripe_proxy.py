@@ -51,6 +51,7 @@ class StripeProxy:
     upstream_host: str
     upstream_port: int
     drop_first: str | None = "confirm"  # "confirm", "create" (POST /v1/payment_intents) or None
+    confirm_delay: float = 0.0  # seconds each confirm waits before it reaches localstripe
     seen: list[Seen] = field(default_factory=list)
     created_intents: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # paths whose reply was dropped
@@ -96,6 +97,8 @@ class StripeProxy:
                     length = int(value.strip())
             body = await reader.readexactly(length) if length else b""
 
+            if method == "POST" and CONFIRM.match(path) and self.confirm_delay:
+                await asyncio.sleep(self.confirm_delay)
             kept = [h for h in headers if h.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")]
             upstream_head = "\r\n".join([request_line, *kept, "Connection: close", "", ""]).encode("latin-1")
             up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)

@@ -10,9 +10,9 @@ from ticketing.documents import Charge, ChargeStatus, Order
 from ticketing.orders import OrderState
 
 try:
-    from .stripe_proxy import custom_stack, intent_event, local_stripe, send_webhook, sign
+    from .stripe_proxy import StripeProxy, custom_stack, intent_event, local_stripe, send_webhook, sign
 except ImportError:  # tests/ is not a package
-    from stripe_proxy import custom_stack, intent_event, local_stripe, send_webhook, sign
+    from stripe_proxy import StripeProxy, custom_stack, intent_event, local_stripe, send_webhook, sign
 
 ORDERS = 20
 
@@ -160,3 +160,94 @@ async def test_late_confirmation_for_a_cancelled_order_is_refunded_once(stack):
     r = await stack.api.get(f"/api/orders/{order['id']}", headers=buyer)
     assert r.json()["status"] == "cancelled"
     assert await stack.messages("charge:created") == []
+
+
+async def test_other_confirmed_payment_is_refunded_when_the_order_is_paid(stack):
+    """A PaymentIntent for the order succeeds at Stripe (webhook while the workflow runs), then the
+    buyer pays normally: the order keeps one payment and the other one is given back."""
+    seller = await stack.signup()
+    buyer = await stack.signup()
+    ticket = await stack.create_ticket(seller, price=20.5)
+    order = await stack.create_order(buyer, ticket["id"])
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        other = await ls.paid_intent(order["id"], 2050)
+        payload = intent_event(other)
+        r = await send_webhook(stack, payload, sign(payload, stack.settings.stripe_webhook_secret))
+        assert r.status_code == 200, r.text
+
+        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer)
+        assert r.status_code == 201, r.text
+        kept = r.json()["stripeId"]
+        assert (await _final_state(stack, order["id"])).status.value == "complete"
+
+        assert await ls.refunds_for(kept) == []
+        assert [x["amount"] for x in await ls.refunds_for(other["id"])] == [2050]
+        charges = {c.stripe_id: c.status for c in await Charge.find(Charge.order_id == order["id"]).to_list()}
+        assert charges == {kept: ChargeStatus.SUCCEEDED, other["id"]: ChargeStatus.REFUNDED}
+    assert len(await stack.messages("charge:created")) == 1
+
+
+async def test_paying_while_three_d_secure_is_pending_cancels_the_pending_intent(stack):
+    seller = await stack.signup()
+    buyer = await stack.signup()
+    ticket = await stack.create_ticket(seller)
+    order = await stack.create_order(buyer, ticket["id"])
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        card = await ls.three_d_secure_card()
+        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer)
+        assert r.status_code == 202, r.text
+        pending = r.json()["paymentIntentId"]
+
+        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer)
+        assert r.status_code == 201, r.text
+        assert (await _final_state(stack, order["id"])).status.value == "complete"
+        # the abandoned 3-D Secure payment can no longer take the buyer's money
+        assert (await ls.intent(pending))["status"] == "canceled"
+        statuses = sorted(pi["status"] for pi in await ls.intents_for_order(order["id"]))
+        assert statuses == ["canceled", "succeeded"]
+
+
+async def test_three_d_secure_confirmed_while_another_payment_is_charging(servers):
+    """3-D Secure completes (webhook) while a second payment's confirm is in flight: the workflow
+    waits for the charge, keeps one payment, refunds the other and ends."""
+    proxy = await StripeProxy("127.0.0.1", servers.stripe.port, drop_first=None).start()
+    try:
+        async with custom_stack(servers, stripe_api_base=proxy.url) as stack:
+            seller = await stack.signup()
+            buyer = await stack.signup()
+            ticket = await stack.create_ticket(seller, price=20.5)
+            order = await stack.create_order(buyer, ticket["id"])
+            async with local_stripe(f"http://{servers.stripe.url}") as ls:
+                card = await ls.three_d_secure_card()
+                r = await stack.api.post(
+                    "/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer
+                )
+                assert r.status_code == 202, r.text
+                action = r.json()
+                first = await ls.authenticate(action["paymentIntentId"], action["clientSecret"])
+                assert first["status"] == "succeeded"
+
+                proxy.confirm_delay = 2.0
+                paying = asyncio.create_task(
+                    stack.api.post(
+                        "/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer
+                    )
+                )
+                await asyncio.sleep(1.0)  # the second confirm is on its way
+                payload = intent_event(first)
+                r = await send_webhook(stack, payload, sign(payload, stack.settings.stripe_webhook_secret))
+                assert r.status_code == 200, r.text
+                second = await paying
+                assert second.status_code == 201, second.text
+                kept = second.json()["stripeId"]
+
+                assert (await _final_state(stack, order["id"])).status.value == "complete"
+                succeeded = {pi["id"] for pi in await ls.intents_for_order(order["id"]) if pi["status"] == "succeeded"}
+                assert succeeded == {kept, first["id"]}
+                assert await ls.refunds_for(kept) == []
+                assert len(await ls.refunds_for(first["id"])) == 1
+            charges = {c.stripe_id: c.status for c in await Charge.find(Charge.order_id == order["id"]).to_list()}
+            assert charges == {kept: ChargeStatus.SUCCEEDED, first["id"]: ChargeStatus.REFUNDED}
+            assert len(await stack.messages("charge:created")) == 1
+    finally:
+        await proxy.stop()

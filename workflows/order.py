@@ -75,6 +75,7 @@ class OrderWorkflow:
         self.pending_intent: IntentResult | None = None  # waiting for 3-D Secure
         self.confirmed_intents: set[str] = set()  # from Stripe webhooks
         self.failed_intents: set[str] = set()
+        self.refunded_intents: set[str] = set()
 
     # ── the lifecycle ────────────────────────────────────────────────────────────────────
     @workflow.run
@@ -118,6 +119,9 @@ class OrderWorkflow:
         if self.state.status != OrderStatus.COMPLETE and self.pending_intent is not None:
             await self._settle_pending_intent()
         if self.state.status == OrderStatus.COMPLETE:
+            # Paid: a 3-D Secure intent still pending is cancelled, any other confirmed one refunded.
+            await self._drop_pending_intent()
+            await self._refund_late_confirmations()
             await workflow.wait_condition(workflow.all_handlers_finished)
             return self.state
         if expired:
@@ -135,19 +139,21 @@ class OrderWorkflow:
             if remaining <= 0:
                 return True
             try:
+                # A 3-D Secure confirmation waits for a charge in flight (else this loop would spin).
                 await workflow.wait_condition(
                     lambda: (
-                        self.cancel_requested or self.state.status == OrderStatus.COMPLETE or self._pending_confirmed()
+                        self.cancel_requested
+                        or self.state.status == OrderStatus.COMPLETE
+                        or (self._pending_confirmed() and not self.state.charging)
                     ),
                     timeout=timedelta(seconds=remaining),
                     timeout_summary="order expiry",
                 )
             except TimeoutError:
                 return True
-            if self._pending_confirmed() and not self.state.charging:
-                await self._complete_pending()
             if self.cancel_requested or self.state.status == OrderStatus.COMPLETE:
                 return False
+            await self._complete_pending()
 
     # ── payment (Update) ─────────────────────────────────────────────────────────────────
     @workflow.update
@@ -242,14 +248,28 @@ class OrderWorkflow:
         else:
             self.pending_intent = None
 
+    async def _drop_pending_intent(self) -> None:
+        """The order was paid another way: cancel the 3-D Secure intent still pending (refunded if
+        it succeeded meanwhile)."""
+        if self.pending_intent is None:
+            return
+        intent, self.pending_intent = self.pending_intent, None
+        result = await workflow.execute_activity_method(PaymentActivities.cancel_payment_intent, intent.id, **STRIPE)
+        if result.status == "succeeded":
+            self.confirmed_intents.add(result.id)
+
     async def _refund_late_confirmations(self) -> None:
+        """Every confirmed payment but the one that paid the order is given back (including
+        confirmations signalled while refunding)."""
         kept = self.charge.stripe_id if self.charge else None
-        for intent_id in sorted(self.confirmed_intents - {kept} if kept else self.confirmed_intents):
-            await workflow.execute_activity_method(
-                PaymentActivities.refund_payment,
-                RefundInput(order_id=self.order.order_id, payment_intent_id=intent_id),
-                **STRIPE,
-            )
+        while todo := sorted(self.confirmed_intents - self.refunded_intents - ({kept} if kept else set())):
+            for intent_id in todo:
+                await workflow.execute_activity_method(
+                    PaymentActivities.refund_payment,
+                    RefundInput(order_id=self.order.order_id, payment_intent_id=intent_id),
+                    **STRIPE,
+                )
+                self.refunded_intents.add(intent_id)
 
     # ── cancellation (Update, from DELETE /api/orders/{id}) ──────────────────────────────
     @workflow.update
