@@ -15,7 +15,7 @@ help:
 	@echo "make test     the test suite (.venv/bin/pytest -q), without tests/reliability"
 	@echo "make test-reliability  faults, load, bad input and security, counted (tests/reliability, ~8 min)"
 	@echo "make lint     ruff check, ruff format --check, mypy"
-	@echo "make bench    the benchmarks (python -m bench.run)"
+	@echo "make bench    the benchmarks against the BullMQ baseline (python -m bench.run; BENCH_ARGS=\"--n 1000 ...\")"
 	@echo "make clean    delete .data/ (all local state and logs)"
 
 install:
@@ -50,7 +50,8 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers
 
 bench: install
-	$(VENV)/bin/python -m bench.run
+	@if [ ! -d bench/bullmq/node_modules ]; then echo "+ (cd bench/bullmq && npm ci)"; (cd bench/bullmq && npm ci --no-audit --no-fund); fi
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 lock:  ## re-resolve pyproject.toml into the two hashed lock files
 	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 --no-header -q -o requirements.lock

@@ -4,6 +4,7 @@ finds its change already stored and returns the same result, never applying it t
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument
@@ -48,17 +49,11 @@ class OrderActivities:
         """Atomically take the ticket for this order (only if free), then store the order."""
         tickets = Ticket.get_pymongo_collection()
         ticket_oid = ObjectId(req.ticket_id)
-        doc = await tickets.find_one_and_update(
-            {"_id": ticket_oid, "order_id": None},
-            {"$set": {"order_id": req.order_id}, "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
+        doc = await _take_ticket(tickets, ticket_oid, req.order_id)
         if doc is None:
-            doc = await tickets.find_one({"_id": ticket_oid})
-            if doc is None:
-                raise ApplicationError("Ticket not found", type=Errors.TICKET_RESERVED, non_retryable=True)
-            if doc.get("order_id") != req.order_id:  # not ours from an earlier attempt
-                raise ApplicationError("Ticket is already reserved", type=Errors.TICKET_RESERVED, non_retryable=True)
+            raise ApplicationError("Ticket not found", type=Errors.TICKET_RESERVED, non_retryable=True)
+        if doc.get("order_id") != req.order_id:  # not ours from an earlier attempt
+            raise ApplicationError("Ticket is already reserved", type=Errors.TICKET_RESERVED, non_retryable=True)
         ticket = _ticket_info(doc)
         order = Order(
             id=ObjectId(req.order_id),
@@ -122,14 +117,17 @@ class OrderActivities:
     async def release_ticket(self, req: ReleaseInput) -> TicketInfo:
         """Free the ticket this order reserved; returns the ticket as released (version +1)."""
         tickets = Ticket.get_pymongo_collection()
-        doc = await tickets.find_one_and_update(
-            {"_id": ObjectId(req.ticket_id), "order_id": req.order_id, "version": req.reserved_version},
-            {"$set": {"order_id": None}, "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is not None:
-            return _ticket_info(doc)
-        doc = await tickets.find_one({"_id": ObjectId(req.ticket_id)})
+        ticket_oid = ObjectId(req.ticket_id)
+        doc = await tickets.find_one({"_id": ticket_oid})
+        if doc is not None and doc.get("order_id") == req.order_id and doc["version"] == req.reserved_version:
+            # Nothing changes a ticket without a version bump, so `doc` is the state this update applies to.
+            result = await tickets.update_one(
+                {"_id": ticket_oid, "order_id": req.order_id, "version": req.reserved_version},
+                {"$set": {"order_id": None}, "$inc": {"version": 1}},
+            )
+            if result.modified_count == 1:
+                return _ticket_info({**doc, "order_id": None, "version": req.reserved_version + 1})
+            doc = await tickets.find_one({"_id": ticket_oid})
         # A reserved ticket cannot be edited, so its only next version is our release.
         if doc is not None and doc["version"] > req.reserved_version and doc.get("order_id") != req.order_id:
             released = _ticket_info(doc)
@@ -143,15 +141,36 @@ async def _change_order(change: OrderChange) -> int:
     update: dict = {"$set": {"status": change.status.value}, "$inc": {"version": 1}}
     if change.payment_intent_id:
         update["$set"]["payment_intent_id"] = change.payment_intent_id
-    doc = await orders.find_one_and_update(
-        {"_id": oid, "version": change.expected_version, "status": {"$nin": FINAL}},
-        update,
-        return_document=ReturnDocument.AFTER,
+    # update_one, not find_one_and_update: the filter pins the version, so the new one is known, and
+    # SecantusDB (the local MongoDB) runs findAndModify as a collection scan but update by _id on the index.
+    result = await orders.update_one(
+        {"_id": oid, "version": change.expected_version, "status": {"$nin": FINAL}}, update
     )
-    if doc is not None:
-        return int(doc["version"])
+    if result.modified_count == 1:
+        return change.expected_version + 1
     doc = await orders.find_one({"_id": oid})
     if doc is not None and doc["version"] == change.expected_version + 1 and doc["status"] == change.status.value:
         return int(doc["version"])  # applied by an earlier attempt whose reply was lost
     found = (doc["status"], doc["version"]) if doc else None
     raise _conflict(f"order {change.order_id}: expected version {change.expected_version}, found {found}")
+
+
+async def _take_ticket(tickets: Any, ticket_oid: ObjectId, order_id: str) -> dict | None:
+    """Reserve the ticket for `order_id` if it is free; the ticket as it is afterwards (None: no such ticket).
+
+    Read, then a conditional update pinned to the version read (optimistic concurrency): atomic like
+    find_one_and_update, which SecantusDB (the local MongoDB) runs as a collection scan, while reads and
+    updates by _id use the index (measured 130 ms vs 1-2 ms per call with 10,000 tickets).
+    """
+    for _ in range(20):
+        doc = await tickets.find_one({"_id": ticket_oid})
+        if doc is None or doc.get("order_id") is not None:
+            return doc  # missing, reserved by another order, or ours from an earlier attempt
+        result = await tickets.update_one(
+            {"_id": ticket_oid, "order_id": None, "version": doc["version"]},
+            {"$set": {"order_id": order_id}, "$inc": {"version": 1}},
+        )
+        if result.modified_count == 1:
+            return {**doc, "order_id": order_id, "version": doc["version"] + 1}
+        # changed between the read and the update (edited or reserved meanwhile): read again
+    raise ApplicationError("Ticket kept changing while being reserved")  # retryable

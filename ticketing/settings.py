@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     worker_graceful_shutdown_seconds: int = 30
     worker_max_concurrent_activities: int = 200
     worker_max_concurrent_workflow_tasks: int = 100
+    # Workflows kept in memory between tasks (sticky cache); an evicted one is replayed from its history.
+    worker_max_cached_workflows: int = 1000
+    worker_sandbox_passthrough: bool = True
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:

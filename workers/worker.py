@@ -15,6 +15,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.events import EventActivities
 from activities.orders import OrderActivities
@@ -46,6 +47,13 @@ def build_worker(client: Client, settings: Settings, bus: EventBus, **options: o
         payments.cancel_payment_intent,
         payments.refund_payment,
     ]
+    restrictions = SandboxRestrictions.default
+    if settings.worker_sandbox_passthrough:
+        # Import modules once per process instead of once per workflow run: creating a sandbox
+        # re-executed workflows/order.py and the modules it imports for every order (the worker's
+        # largest CPU cost when orders arrive). The sandbox's runtime checks (no I/O, no wall clock,
+        # no threads in workflow code) still apply, and tests/test_replay.py checks determinism.
+        restrictions = restrictions.with_passthrough_all_modules()
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -54,6 +62,8 @@ def build_worker(client: Client, settings: Settings, bus: EventBus, **options: o
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions),
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
         **options,  # type: ignore[arg-type]
     )
