@@ -240,8 +240,8 @@ async def scenario_create(
 
 
 async def scenario_expiration(
-    temporal: Client, settings: Settings, stack: BenchStack, watch: EventWatch, seller: str, n: int,
-    spread_s: float, create_rate: float, res: Results,
+    temporal: Client, settings: Settings, stack: BenchStack, watch: EventWatch, users: list[tuple[str, dict[str, str]]],
+    seller: str, n: int, spread_s: float, create_rate: float, res: Results,
 ) -> None:  # fmt: skip
     """N orders whose expiresAt fall evenly over spread_s, created ahead of time through Temporal
     (start_workflow + `reservation` Update, exactly what POST /api/orders does) with explicit expiresAt."""
@@ -255,7 +255,7 @@ async def scenario_expiration(
 
     async def create(i: int) -> str:
         nonlocal late
-        order_id = await start_order(temporal, settings, seller, tickets[i], due[i])
+        order_id = await start_order(temporal, settings, users[i % len(users)][0], tickets[i], due[i])
         if datetime.now(UTC) > due[i] - timedelta(seconds=0.5):
             late += 1
         return order_id
@@ -336,10 +336,11 @@ async def scenario_payment(
 
 
 async def scenario_scale(
-    temporal: Client, settings: Settings, stack: BenchStack, watch: EventWatch, seller: str, n: int,
-    create_rate: float, deadline: float, res: Results,
+    temporal: Client, settings: Settings, stack: BenchStack, watch: EventWatch, users: list[tuple[str, dict[str, str]]],
+    seller: str, n: int, create_rate: float, deadline: float, res: Results,
 ) -> None:  # fmt: skip
     """n pending orders at once (all with the same expiresAt, after the last is created), RSS, drain."""
+    buyers = [uid for uid, _ in users]  # orders spread over the 50 users, as real traffic is
     tickets = await make_tickets(seller, n)
     rss_before = {name: stack.rss_mib(name) for name in ("worker", "api")}
     # creation slows down as workflows pile up (measured: 30/s for 1,000, ~12/s towards 10,000)
@@ -348,14 +349,16 @@ async def scenario_scale(
     expires_at = datetime.now(UTC) + timedelta(seconds=lead)
     expires_at = expires_at.replace(microsecond=expires_at.microsecond // 1000 * 1000)
     t0 = time.perf_counter()
-    ids = await bounded(list(range(n)), 64, lambda i: start_order(temporal, settings, seller, tickets[i], expires_at))
+    ids = await bounded(
+        list(range(n)), 64, lambda i: start_order(temporal, settings, buyers[i % len(buyers)], tickets[i], expires_at)
+    )
     created_s = time.perf_counter() - t0
     pending = n - sum(1 for o in ids if o in watch.cancelled)
     rss_pending = {name: stack.rss_mib(name) for name in ("worker", "api")}
     say(f"scale: created {n} in {created_s:.1f}s; {pending} pending; RSS {rss_pending}")
     peak = dict(rss_pending)
     wanted = set(ids)
-    end = min(deadline, expires_at.timestamp() + 300)
+    end = min(deadline, max(expires_at.timestamp(), time.time()) + 600)
     while time.time() < end and not wanted <= watch.cancelled.keys():
         stack.check_alive()
         for name in peak:
@@ -535,7 +538,7 @@ async def run(args: argparse.Namespace, stack: BenchStack, res: Results) -> None
                 say("2. expiration lag")
                 async with accounted(stack, res, "2. expiration (create+expire)", lambda: args.n):
                     await scenario_expiration(
-                        temporal, settings, stack, watch, seller, args.n, args.spread_s, rate, res
+                        temporal, settings, stack, watch, users, seller, args.n, args.spread_s, rate, res
                     )
             if time.time() < deadline:
                 say("3. payment latency")
@@ -545,7 +548,9 @@ async def run(args: argparse.Namespace, stack: BenchStack, res: Results) -> None
                 say("4. scale")
                 rate = res.expiration.get("create_per_s", rate)
                 async with accounted(stack, res, "4. scale (create+expire)", lambda: args.scale_n):
-                    await scenario_scale(temporal, settings, stack, watch, seller, args.scale_n, rate, deadline, res)
+                    await scenario_scale(
+                        temporal, settings, stack, watch, users, seller, args.scale_n, rate, deadline, res
+                    )
             with contextlib.suppress(Exception):
                 metrics = httpx.get(f"http://127.0.0.1:{stack.ports['metrics']}/metrics", timeout=5).text
                 (stack.folder / "worker-metrics.txt").write_text(metrics)
