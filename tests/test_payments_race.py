@@ -219,9 +219,7 @@ async def test_three_d_secure_confirmed_while_another_payment_is_charging(server
             order = await stack.create_order(buyer, ticket["id"])
             async with local_stripe(f"http://{servers.stripe.url}") as ls:
                 card = await ls.three_d_secure_card()
-                r = await stack.api.post(
-                    "/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer
-                )
+                r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer)
                 assert r.status_code == 202, r.text
                 action = r.json()
                 first = await ls.authenticate(action["paymentIntentId"], action["clientSecret"])
