@@ -9,16 +9,13 @@ environment exactly as in production.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ticketing.devstack import (
     ManagedProcess,
-    find_binary,
     free_port,
     localstripe_cmd,
     nats_cmd,
@@ -27,18 +24,9 @@ from ticketing.devstack import (
     temporal_cmd,
     wait_for_http,
     wait_for_port,
+    wait_temporal_ready,
 )
 from ticketing.settings import Settings
-
-
-def wait_temporal_ready(address: str, timeout: float = 60) -> None:
-    """The frontend's port opens before it serves: wait for its health check to pass."""
-    cmd = [find_binary("temporal"), "operator", "cluster", "health", "--address", address]
-    deadline = time.monotonic() + timeout
-    while subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Temporal at {address} not healthy after {timeout} s")
-        time.sleep(0.2)
 
 
 def rss_kib(pid: int) -> int:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -25,13 +23,13 @@ from temporalio.client import Client
 from api.app import create_app
 from ticketing.devstack import (
     ManagedProcess,
-    find_binary,
     free_port,
     localstripe_cmd,
     nats_cmd,
     secantus_cmd,
     start_and_wait,
     temporal_cmd,
+    wait_temporal_ready,
 )
 from ticketing.settings import Settings
 from ticketing.temporal import connect_temporal
@@ -112,16 +110,6 @@ def _start_servers(folder: Path) -> Servers:
     mongo, nats_, stripe_, temporal = started
     wait_temporal_ready(temporal.url)
     return Servers(mongo, nats_, stripe_, temporal, folder)
-
-
-def wait_temporal_ready(address: str, timeout: float = 60) -> None:
-    """The frontend's port opens before it serves: wait for its health check to pass."""
-    cmd = [find_binary("temporal"), "operator", "cluster", "health", "--address", address]
-    deadline = time.monotonic() + timeout
-    while subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Temporal at {address} not healthy after {timeout} s")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -212,6 +212,16 @@ def find_binary(name: str, hint: str | None = None) -> str:
     raise FileNotFoundError(hint or f"{name} not found in {venv_bin_dir()} or on PATH (run `make install`)")
 
 
+def wait_temporal_ready(address: str, timeout: float = 60) -> None:
+    """The frontend's port opens before it serves: wait for its health check to pass."""
+    cmd = [find_binary("temporal"), "operator", "cluster", "health", "--address", address]
+    deadline = time.monotonic() + timeout
+    while subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Temporal at {address} not healthy after {timeout} s")
+        time.sleep(0.2)
+
+
 def temporal_cmd(
     port: int,
     ui_port: int | None,
