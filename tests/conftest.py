@@ -240,3 +240,19 @@ async def stack_factory(servers: Servers) -> AsyncIterator[Callable[..., Awaitab
             return await exits.enter_async_context(run_stack(servers, servers.settings(**overrides)))
 
         yield make
+
+
+def assert_error(response, status: int, field: str | None = None, message: str | None = None) -> list[dict]:
+    """The contract's error shape, the status, and optionally a field / message among the errors."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"errors"}, body
+    assert isinstance(body["errors"], list) and body["errors"], body
+    for err in body["errors"]:
+        assert set(err) == {"message", "field"}, err
+        assert isinstance(err["message"], str) and err["message"]
+    if field is not None:
+        assert field in [e["field"] for e in body["errors"]], body
+    if message is not None:
+        assert message in [e["message"] for e in body["errors"]], body
+    return body["errors"]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 
 import httpx
-import nats
-from nats.js.errors import NotFoundError
 from temporalio.client import WorkflowExecutionStatus
 
 from api.app import create_app
@@ -17,6 +14,8 @@ from ticketing.devstack import free_port, nats_cmd, start_and_wait
 from ticketing.settings import Settings
 from ticketing.temporal import connect_temporal
 from workers.worker import build_worker
+
+from .conftest import read_stream
 
 
 async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -28,25 +27,7 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str) 
 
 
 async def stream_messages(settings: Settings, subject: str) -> list[tuple[dict, str | None]]:
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(settings.nats_stream)
-        except NotFoundError:
-            return []
-        out = []
-        if info.state.messages:
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                try:
-                    msg = await js.get_msg(settings.nats_stream, seq)
-                except NotFoundError:
-                    continue
-                if msg.subject == subject:
-                    out.append((json.loads(msg.data or b"{}"), (msg.headers or {}).get("Nats-Msg-Id")))
-        return out
-    finally:
-        await nc.close()
+    return [(m.data, m.msg_id) for m in await read_stream(settings, subject)]
 
 
 async def test_healthz(stack):

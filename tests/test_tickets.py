@@ -7,20 +7,7 @@ from bson import ObjectId
 
 from ticketing.documents import Ticket
 
-
-def assert_error(response, status: int, field: str | None = None, message: str | None = None) -> list[dict]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"errors"}, body
-    assert isinstance(body["errors"], list) and body["errors"], body
-    for err in body["errors"]:
-        assert set(err) == {"message", "field"}, err
-        assert isinstance(err["message"], str) and err["message"]
-    if field is not None:
-        assert field in [e["field"] for e in body["errors"]], body
-    if message is not None:
-        assert message in [e["message"] for e in body["errors"]], body
-    return body["errors"]
+from .conftest import assert_error
 
 
 async def stored(ticket_id: str) -> dict:

@@ -18,6 +18,8 @@ import api.users
 from api.auth import clear_session_cookie, set_session_cookie
 from ticketing.settings import Settings
 
+from .conftest import assert_error
+
 
 def _email() -> str:
     return f"u-{uuid.uuid4().hex[:10]}@test.com"
@@ -39,22 +41,6 @@ def _session_cookie(response) -> tuple[str, dict[str, str]]:
     sessions = [(value, attrs) for name, value, attrs in cookies if name == "session"]
     assert len(sessions) == 1, response.headers.get_list("set-cookie")
     return sessions[0]
-
-
-def assert_error(response, status: int, field: str | None = None, message: str | None = None) -> list[dict]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"errors"}, body
-    assert isinstance(body["errors"], list) and body["errors"], body
-    for err in body["errors"]:
-        assert set(err) == {"message", "field"}, err
-        assert isinstance(err["message"], str) and err["message"]
-    fields = [e["field"] for e in body["errors"]]
-    if field is not None:
-        assert field in fields, body
-    if message is not None:
-        assert message in [e["message"] for e in body["errors"]], body
-    return body["errors"]
 
 
 @pytest.fixture(autouse=True)
