@@ -5,15 +5,26 @@ also carries an idempotency key derived from the order and the attempt."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import stripe
 from bson import ObjectId
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.orders import OrderActivities
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, utcnow
-from ticketing.orders import CreateIntentInput, Errors, IntentResult, RefundInput
+from ticketing.orders import (
+    ChargeInput,
+    ChargeResult,
+    CreateIntentInput,
+    Errors,
+    IntentResult,
+    RecordChargeInput,
+    RefundInput,
+)
 from ticketing.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,10 +58,60 @@ def _final(err: stripe.StripeError) -> ApplicationError:
     )
 
 
+def _attempts() -> Any:
+    """PaymentIntent ids by (order, attempt), written before the intent is confirmed: a retried charge
+    finds the intent it created and never creates (or confirms) a second one. Keyed by _id: one index."""
+    return Order.get_pymongo_collection().database["payment_attempts"]
+
+
 class PaymentActivities:
-    def __init__(self, settings: Settings, client: stripe.StripeClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: stripe.StripeClient | None = None, orders: OrderActivities | None = None
+    ) -> None:
         self.currency = settings.currency
         self.client = client or stripe_client(settings)
+        self.orders = orders or OrderActivities()
+
+    @activity.defn
+    async def charge_order(self, req: ChargeInput) -> ChargeResult:
+        """The whole payment in one local activity: create → record the id → confirm; on success the
+        Charge, the order's completion and charge:created. Exactly once without trusting Stripe's
+        idempotency keys (localstripe ignores them): money moves only on confirm, and only the intent
+        recorded for (order, attempt) is ever confirmed; an intent created by an attempt that died
+        before recording it stays unconfirmed (no money moves). Stripe's idempotency key still
+        dedupes that create on real Stripe."""
+        key = f"{req.order_id}-{req.attempt}"
+        recorded = await _attempts().find_one({"_id": key})
+        if recorded is None:
+            intent = await self.create_payment_intent(
+                CreateIntentInput(
+                    order_id=req.order_id,
+                    attempt=req.attempt,
+                    amount=req.amount,
+                    currency=req.currency,
+                    token=req.token,
+                )
+            )
+            try:
+                await _attempts().insert_one({"_id": key, "intent_id": intent.id, "created_at": utcnow()})
+            except DuplicateKeyError:
+                recorded = await _attempts().find_one({"_id": key})
+        if recorded is not None:  # an earlier try got this far: continue with ITS intent, as Stripe has it now
+            intent = await self._confirm(recorded["intent_id"], fresh=False)
+        else:
+            intent = await self._confirm(intent.id, fresh=True)
+        if intent.status != "succeeded":
+            return ChargeResult(intent=intent)
+        done = await self.orders.record_charge(
+            RecordChargeInput(
+                order_id=req.order_id,
+                expected_version=req.expected_version,
+                payment_intent_id=intent.id,
+                amount=intent.amount,
+                currency=intent.currency,
+            )
+        )
+        return ChargeResult(intent=intent, recorded=done)
 
     @activity.defn
     async def create_payment_intent(self, req: CreateIntentInput) -> IntentResult:
@@ -71,17 +132,23 @@ class PaymentActivities:
 
     @activity.defn
     async def confirm_payment_intent(self, intent: IntentResult) -> IntentResult:
+        return await self._confirm(intent.id, fresh=False)
+
+    async def _confirm(self, intent_id: str, *, fresh: bool) -> IntentResult:
+        """Confirm unless already confirmed. `fresh`: created by this very call, so it cannot have been
+        confirmed yet (saves a retrieve round trip); otherwise Stripe is asked first."""
         payment_intents = self.client.v1.payment_intents
-        pi = await payment_intents.retrieve_async(intent.id)
-        if pi.status != "requires_confirmation":
-            return _result(pi)  # confirmed by an earlier attempt (or failed for good)
+        if not fresh:
+            pi = await payment_intents.retrieve_async(intent_id)
+            if pi.status != "requires_confirmation":
+                return _result(pi)  # confirmed by an earlier attempt (or failed for good)
         try:
-            pi = await payment_intents.confirm_async(intent.id, options={"idempotency_key": f"{intent.id}-confirm"})
+            pi = await payment_intents.confirm_async(intent_id, options={"idempotency_key": f"{intent_id}-confirm"})
         except stripe.CardError as err:
             raise _final(err) from err
         except stripe.InvalidRequestError as err:
             # A confirm whose reply was lost may have gone through: look before giving up.
-            pi = await payment_intents.retrieve_async(intent.id)
+            pi = await payment_intents.retrieve_async(intent_id)
             if pi.status == "requires_confirmation":
                 raise _final(err) from err
         if pi.status == "requires_payment_method":

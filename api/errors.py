@@ -10,30 +10,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from ticketing.errors import BadRequest, NotAuthorized, NotFound, ServiceError
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.field = field
-
-
-class BadRequest(ApiError):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(400, message, field)
-
-
-class NotFound(ApiError):
-    def __init__(self, message: str = "Not found") -> None:
-        super().__init__(404, message)
-
-
-class NotAuthorized(ApiError):
-    def __init__(self, message: str = "Not authorized") -> None:
-        super().__init__(401, message)
+# The routes raise the same refusals as the order service (ticketing/errors.py).
+ApiError = ServiceError
+__all__ = ["ApiError", "BadRequest", "NotAuthorized", "NotFound", "error_body", "install_error_handlers"]
 
 
 def error_body(*errors: tuple[str, str | None]) -> dict[str, list[dict[str, str | None]]]:

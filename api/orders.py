@@ -3,38 +3,17 @@ owns the order from then on; the HTTP answer comes from the workflow's `reservat
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import cast
-
 from beanie import PydanticObjectId
-from bson import ObjectId
 from fastapi import APIRouter, Response
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 from api.auth import CurrentUser, RequiredUser
 from api.deps import Deps
 from api.errors import ApiError, BadRequest, NotAuthorized, NotFound
 from api.schemas import OrderBody, OrderOut, parse_object_id
+from ticketing import order_service
 from ticketing.documents import Order, OrderStatus, Ticket
-from ticketing.money import to_major
-from ticketing.orders import Errors, OrderInput, OrderState
-from ticketing.temporal import ORDER_STATUS, TICKET_ID, USER_ID, order_workflow_id
-from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
-
-
-def update_error(err: WorkflowUpdateFailedError) -> ApiError:
-    """Map an Update's ApplicationError to the contract's status codes."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        status = {Errors.CARD_DECLINED: 402}.get(cause.type or "", 400)
-        field = "token" if cause.type == Errors.INVALID_PAYMENT else None
-        return ApiError(status, cause.message, field)
-    return ApiError(500, "Something went wrong")
 
 
 async def owned_order(order_id: str, user: CurrentUser) -> Order:
@@ -58,37 +37,14 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
     if ticket.order_id is not None:  # fast refusal; the workflow's reservation is the real guard
         raise BadRequest("Ticket is already reserved")
 
-    settings = services.settings
-    order_id = str(ObjectId())
-    now = datetime.now(UTC)
-    # MongoDB keeps milliseconds: the workflow and the stored order agree on the same instant.
-    expires_at = (now + timedelta(seconds=settings.order_expiration_seconds)).replace(
-        microsecond=now.microsecond // 1000 * 1000
+    order_id = await order_service.start_order(
+        services.temporal,
+        services.settings,
+        user_id=user.id,
+        ticket_id=str(ticket.id),
+        ticket_title=ticket.title,
+        ticket_price=ticket.price,
     )
-    handle = await services.temporal.start_workflow(
-        OrderWorkflow.run,
-        OrderInput(order_id=order_id, user_id=user.id, ticket_id=str(ticket.id), expires_at=expires_at),
-        id=order_workflow_id(order_id),
-        task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(ORDER_STATUS, "pending"),
-                SearchAttributePair(USER_ID, user.id),
-                SearchAttributePair(TICKET_ID, str(ticket.id)),
-            ]
-        ),
-        memo={"ticketTitle": ticket.title, "ticketPrice": to_major(ticket.price)},
-        static_summary=f"Order for “{ticket.title}” ({to_major(ticket.price)} {settings.currency})",
-    )
-    try:
-        # (cast: the SDK's typing loses the return type of an Update declared with options)
-        outcome = cast(OrderState, await handle.execute_update(OrderWorkflow.reservation))
-    except (RPCError, WorkflowUpdateFailedError):
-        # Refused so fast that the workflow closed before the Update answered: its result says why.
-        outcome = await handle.result()
-    if outcome.rejected_reason:
-        raise BadRequest(outcome.rejected_reason)
     order = await Order.get(PydanticObjectId(order_id))
     if order is None:  # cannot happen: the reservation stored it before answering
         raise ApiError(500, "Something went wrong")
@@ -111,15 +67,9 @@ async def cancel_order(order_id: str, user: RequiredUser, services: Deps) -> Res
     order = await owned_order(order_id, user)
     if order.status == OrderStatus.COMPLETE:
         raise BadRequest("Cannot cancel a complete order")
-    if order.status != OrderStatus.CANCELLED:
-        handle = services.temporal.get_workflow_handle(order_workflow_id(order_id))
-        try:
-            await handle.execute_update(OrderWorkflow.cancel)
-        except WorkflowUpdateFailedError as err:
-            raise update_error(err) from None
-        except RPCError:
-            # The workflow has already closed: the stored order tells how it ended.
-            order = await owned_order(order_id, user)
-            if order.status != OrderStatus.CANCELLED:
-                raise BadRequest("Cannot cancel a complete order") from None
+    if order.status != OrderStatus.CANCELLED and not await order_service.cancel(services.temporal, order_id):
+        # The workflow has already closed: the stored order tells how it ended.
+        order = await owned_order(order_id, user)
+        if order.status != OrderStatus.CANCELLED:
+            raise BadRequest("Cannot cancel a complete order")
     return Response(status_code=204)

@@ -11,7 +11,6 @@ import stripe
 from beanie import PydanticObjectId
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -19,10 +18,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.auth import RequiredUser
 from api.deps import Deps
 from api.errors import BadRequest
-from api.orders import owned_order, update_error
+from api.orders import owned_order
 from api.schemas import ChargeOut, PaymentActionOut, PaymentBody, parse_object_id
+from ticketing import order_service
 from ticketing.documents import Order, OrderStatus, utcnow
-from ticketing.orders import PayRequest, RefundInput
+from ticketing.orders import RefundInput
 from ticketing.temporal import order_workflow_id, refund_workflow_id
 from workflows.order import OrderWorkflow
 from workflows.refund import RefundWorkflow
@@ -49,11 +49,8 @@ def _refuse_unpayable(order: Order) -> None:
 async def pay(body: PaymentBody, user: RequiredUser, services: Deps) -> ChargeOut | JSONResponse:
     order = await owned_order(body.order_id, user)
     _refuse_unpayable(order)
-    handle = services.temporal.get_workflow_handle(order_workflow_id(body.order_id))
     try:
-        outcome = await handle.execute_update(OrderWorkflow.pay, PayRequest(token=body.token))
-    except WorkflowUpdateFailedError as err:
-        raise update_error(err) from None
+        outcome = await order_service.pay(services.temporal, body.order_id, body.token)
     except RPCError:
         _refuse_unpayable(await owned_order(body.order_id, user))  # closed meanwhile
         raise

@@ -88,6 +88,8 @@ class Servers:
             "stripe_key": "sk_test_123",
             "stripe_webhook_secret": "whsec_test_secret",
             "jwt_key": "test-jwt-key-0123456789abcdef0123456789",
+            # Production runs workflows unsandboxed (speed); the tests keep the sandbox's checks.
+            "worker_workflow_sandbox": True,
         }
         values.update(overrides)
         return Settings(**values)

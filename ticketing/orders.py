@@ -7,10 +7,14 @@ free of I/O so the workflow sandbox can import them.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from pydantic import BaseModel
 
+from ticketing import events
 from ticketing.documents import OrderStatus
+from ticketing.events import Envelope
+from ticketing.money import to_major
 
 
 class TicketInfo(BaseModel):
@@ -27,6 +31,8 @@ class OrderInput(BaseModel):
     user_id: str
     ticket_id: str
     expires_at: datetime
+    # Fixed when the order is created (CURRENCY); None in orders started before it was carried here.
+    currency: str | None = None
 
 
 class OrderState(BaseModel):
@@ -45,6 +51,12 @@ class ReserveInput(BaseModel):
     user_id: str
     ticket_id: str
     expires_at: datetime
+
+
+class OpenOrderInput(BaseModel):
+    """Reserve the ticket, store the order, announce both (one local activity)."""
+
+    order: OrderInput
 
 
 class Reservation(BaseModel):
@@ -67,6 +79,17 @@ class ReleaseInput(BaseModel):
     reserved_version: int
 
 
+class Transition(BaseModel):
+    """One state change of an order as ONE local activity: the MongoDB writes run concurrently, then
+    the events that report them (concurrently too). `first` events report facts that need no stored
+    state (expiration:complete) and go out with the writes. Every part is idempotent."""
+
+    change: OrderChange | None = None
+    release: ReleaseInput | None = None
+    first: list[Envelope] = []
+    then: list[Envelope] = []
+
+
 class PayRequest(BaseModel):
     token: str  # a Stripe PaymentMethod id, e.g. pm_card_visa
 
@@ -84,6 +107,23 @@ class PaymentOutcome(BaseModel):
     charge: ChargeInfo | None = None
     client_secret: str | None = None
     payment_intent_id: str | None = None
+
+
+class ChargeInput(BaseModel):
+    """Charge the order once: create the PaymentIntent, record its id, confirm it; when it succeeds,
+    record the Charge, complete the order (from `expected_version`) and publish charge:created."""
+
+    order_id: str
+    attempt: int
+    amount: int  # cents
+    currency: str
+    token: str
+    expected_version: int
+
+
+class ChargeResult(BaseModel):
+    intent: IntentResult
+    recorded: RecordedCharge | None = None  # set when the intent succeeded
 
 
 class CreateIntentInput(BaseModel):
@@ -120,12 +160,51 @@ class RefundInput(BaseModel):
     payment_intent_id: str
 
 
-class Errors:
-    """ApplicationError types the API maps to HTTP statuses."""
+ChargeResult.model_rebuild()
 
-    TICKET_RESERVED = "TicketReserved"  # 400
-    NOT_PAYABLE = "OrderNotPayable"  # 400
-    CARD_DECLINED = "CardDeclined"  # 402
-    INVALID_PAYMENT = "InvalidPayment"  # 400: Stripe rejected the request (e.g. unknown PaymentMethod)
-    ORDER_COMPLETE = "OrderComplete"  # 400
+
+class Errors:
+    """ApplicationError types raised by the order workflow and its activities."""
+
+    TICKET_RESERVED = "TicketReserved"
+    NOT_PAYABLE = "OrderNotPayable"
+    CARD_DECLINED = "CardDeclined"
+    INVALID_PAYMENT = "InvalidPayment"  # Stripe rejected the request (e.g. unknown PaymentMethod)
+    ORDER_COMPLETE = "OrderComplete"
     CONFLICT = "VersionConflict"  # a bug if ever seen: not retried
+
+    # What the API answers for each (the message is the workflow's own); anything else is a 500.
+    HTTP: ClassVar[dict[str, tuple[int, str | None]]] = {
+        TICKET_RESERVED: (400, None),
+        NOT_PAYABLE: (400, None),
+        CARD_DECLINED: (402, None),
+        INVALID_PAYMENT: (400, "token"),
+        ORDER_COMPLETE: (400, None),
+    }
+
+
+# ── the events an order publishes, built from the payloads above (workflow and activities alike) ──
+def order_created_event(order: OrderInput, reservation: Reservation) -> Envelope:
+    return Envelope.of(
+        events.OrderCreated(
+            id=order.order_id,
+            version=reservation.order_version,
+            status=OrderStatus.CREATED,
+            user_id=order.user_id,
+            expires_at=order.expires_at,
+            ticket=events.OrderTicketRef(id=reservation.ticket.id, price=to_major(reservation.ticket.price)),
+        )
+    )
+
+
+def ticket_updated_event(ticket: TicketInfo) -> Envelope:
+    return Envelope.of(
+        events.TicketUpdated(
+            id=ticket.id,
+            version=ticket.version,
+            title=ticket.title,
+            price=to_major(ticket.price),
+            user_id=ticket.user_id,
+            order_id=ticket.order_id,
+        )
+    )

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Workflows kept in memory between tasks (sticky cache); an evicted one is replayed from its history.
     worker_max_cached_workflows: int = 1000
     worker_sandbox_passthrough: bool = True
+    # Run workflows in the SDK's sandbox (re-created per run). Off in production for speed; the tests
+    # turn it on so every workflow change is still checked for non-determinism there.
+    worker_workflow_sandbox: bool = False
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:

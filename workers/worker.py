@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.events import EventActivities
@@ -25,18 +25,24 @@ from ticketing.db import connect_db
 from ticketing.logs import configure_logging
 from ticketing.settings import Settings, get_settings
 from ticketing.temporal import connect_temporal, metrics_runtime
-from workflows.order import OrderWorkflow
+from workflows.order import LegacyOrderWorkflow, OrderWorkflow
 from workflows.publish import PublishEventWorkflow
 from workflows.refund import RefundWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [OrderWorkflow, RefundWorkflow, PublishEventWorkflow]
+WORKFLOWS = [OrderWorkflow, LegacyOrderWorkflow, RefundWorkflow, PublishEventWorkflow]
 
 
 def build_worker(client: Client, settings: Settings, bus: EventBus, **options: object) -> Worker:
-    orders, events, payments = OrderActivities(), EventActivities(bus), PaymentActivities(settings)
+    orders, events = OrderActivities(bus), EventActivities(bus)
+    payments = PaymentActivities(settings, orders=orders)
     activities: list[Callable[..., Any]] = [
+        orders.open_order,
+        orders.transition,
+        orders.record_charge,
+        payments.charge_order,
+        # single steps scheduled by histories recorded before ONE_STEP (and refunds / 3-D Secure)
         orders.reserve_ticket,
         orders.change_order,
         orders.complete_order,
@@ -47,13 +53,20 @@ def build_worker(client: Client, settings: Settings, bus: EventBus, **options: o
         payments.cancel_payment_intent,
         payments.refund_payment,
     ]
-    restrictions = SandboxRestrictions.default
-    if settings.worker_sandbox_passthrough:
-        # Import modules once per process instead of once per workflow run: creating a sandbox
-        # re-executed workflows/order.py and the modules it imports for every order (the worker's
-        # largest CPU cost when orders arrive). The sandbox's runtime checks (no I/O, no wall clock,
-        # no threads in workflow code) still apply, and tests/test_replay.py checks determinism.
-        restrictions = restrictions.with_passthrough_all_modules()
+    runner: WorkflowRunner
+    if settings.worker_workflow_sandbox:
+        restrictions = SandboxRestrictions.default
+        if settings.worker_sandbox_passthrough:
+            # Import modules once per process instead of once per workflow run: creating a sandbox
+            # re-executed workflows/order.py and the modules it imports for every order. The sandbox's
+            # runtime checks (no I/O, no wall clock, no threads in workflow code) still apply.
+            restrictions = restrictions.with_passthrough_all_modules()
+        runner = SandboxedWorkflowRunner(restrictions=restrictions)
+    else:
+        # The default: no per-run sandbox at all (see bench/README.md for the measured cost). The
+        # sandbox's determinism checks still run where they matter: tests/test_replay.py replays every
+        # saved history under the sandboxed runner, and `make test` runs the workflows sandboxed.
+        runner = UnsandboxedWorkflowRunner()
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -63,7 +76,7 @@ def build_worker(client: Client, settings: Settings, bus: EventBus, **options: o
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_cached_workflows=settings.worker_max_cached_workflows,
-        workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions),
+        workflow_runner=runner,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
         **options,  # type: ignore[arg-type]
     )
