@@ -8,7 +8,6 @@ import contextlib
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -92,7 +91,7 @@ class OrderActivities:
         if req.change is not None:
             writes.append(_change_order(req.change))
         if req.release is not None:
-            writes.append(self.release_ticket(req.release))
+            writes.append(_release(req.release))
         results = await asyncio.gather(*writes)
         await publish_all(self.bus, req.then)
         return results[1] if req.change is not None else None
@@ -136,26 +135,24 @@ class OrderActivities:
     async def complete_order(self, req: RecordChargeInput) -> RecordedCharge:
         """Store the Charge (once per PaymentIntent), then mark the order complete."""
         charges = Charge.get_pymongo_collection()
+        doc: dict[str, Any] = {
+            "order_id": req.order_id,
+            "stripe_id": req.payment_intent_id,
+            "amount": req.amount,
+            "currency": req.currency,
+            "status": ChargeStatus.SUCCEEDED.value,
+            "refund_id": None,
+            "created_at": utcnow(),
+        }
+        # insert, not an upsert through findAndModify (a collection scan in SecantusDB): the unique
+        # index on stripe_id makes a retry find the charge stored by the first attempt.
         try:
-            doc = await charges.find_one_and_update(
-                {"stripe_id": req.payment_intent_id},
-                {
-                    "$setOnInsert": {
-                        "order_id": req.order_id,
-                        "stripe_id": req.payment_intent_id,
-                        "amount": req.amount,
-                        "currency": req.currency,
-                        "status": ChargeStatus.SUCCEEDED.value,
-                        "refund_id": None,
-                        "created_at": utcnow(),
-                    }
-                },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
+            await charges.insert_one(doc)
         except DuplicateKeyError as err:
-            raise _conflict(f"order {req.order_id} already has a succeeded charge") from err
-        assert doc is not None  # upsert=True with ReturnDocument.AFTER always returns the document
+            existing = await charges.find_one({"stripe_id": req.payment_intent_id})
+            if existing is None or existing["order_id"] != req.order_id:
+                raise _conflict(f"order {req.order_id} already has a succeeded charge") from err
+            doc = existing
         version = await _change_order(
             OrderChange(
                 order_id=req.order_id,
@@ -197,6 +194,17 @@ class OrderActivities:
 
 def charge_created_event(charge: ChargeInfo) -> Envelope:
     return Envelope.of(events.ChargeCreated(**charge.model_dump()))
+
+
+async def _release(req: ReleaseInput) -> None:
+    """Free the ticket this order reserved, in one update when nothing raced it (the workflow knows
+    the ticket as released already); otherwise the checks of release_ticket."""
+    result = await Ticket.get_pymongo_collection().update_one(
+        {"_id": ObjectId(req.ticket_id), "order_id": req.order_id, "version": req.reserved_version},
+        {"$set": {"order_id": None}, "$inc": {"version": 1}},
+    )
+    if result.modified_count != 1:
+        await OrderActivities().release_ticket(req)  # released by an earlier attempt, or a conflict
 
 
 async def _change_order(change: OrderChange) -> int:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from api.auth import CurrentUser, RequiredUser
 from api.deps import Deps
-from api.errors import ApiError, BadRequest, NotAuthorized, NotFound
+from api.errors import BadRequest, NotAuthorized, NotFound
 from api.schemas import OrderBody, OrderOut, parse_object_id
 from ticketing import order_service
 from ticketing.documents import Order, OrderStatus, Ticket
@@ -37,7 +37,7 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
     if ticket.order_id is not None:  # fast refusal; the workflow's reservation is the real guard
         raise BadRequest("Ticket is already reserved")
 
-    order_id = await order_service.start_order(
+    order, reserved = await order_service.start_order(
         services.temporal,
         services.settings,
         user_id=user.id,
@@ -45,10 +45,7 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
         ticket_title=ticket.title,
         ticket_price=ticket.price,
     )
-    order = await Order.get(PydanticObjectId(order_id))
-    if order is None:  # cannot happen: the reservation stored it before answering
-        raise ApiError(500, "Something went wrong")
-    return OrderOut.of(order)
+    return OrderOut.started(order, reserved)
 
 
 @router.get("", response_model=list[OrderOut])

@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from ticketing.documents import Charge, Order, Ticket
 from ticketing.money import to_major
-from ticketing.orders import ChargeInfo
+from ticketing.orders import ChargeInfo, OrderInput, OrderState
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_PRICE = Decimal(1_000_000)
@@ -143,6 +143,20 @@ class OrderOut(Out):
             expires_at=o.expires_at,
             version=o.version,
             ticket=OrderTicketOut(id=o.ticket.id, title=o.ticket.title, price=to_major(o.ticket.price)),
+        )
+
+    @classmethod
+    def started(cls, order: OrderInput, reserved: OrderState) -> OrderOut:
+        """What the reservation stored, without reading it back."""
+        assert reserved.status is not None and reserved.ticket is not None
+        ticket = reserved.ticket
+        return cls(
+            id=order.order_id,
+            user_id=order.user_id,
+            status=reserved.status.value,
+            expires_at=order.expires_at,
+            version=reserved.version,
+            ticket=OrderTicketOut(id=ticket.id, title=ticket.title, price=to_major(ticket.price)),
         )
 
 

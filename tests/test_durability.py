@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ticketing.devstack import ManagedProcess, free_port, nats_cmd, start_and_wait, temporal_cmd
+from ticketing.devstack import ManagedProcess, free_port, nats_cmd, start_and_wait, temporal_cmd, wait_temporal_ready
 from ticketing.settings import Settings
 from ticketing.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -97,6 +97,7 @@ async def test_temporal_server_restart_mid_sleep(servers: Servers, processes, tm
     cmd = temporal_cmd(port, None, tmp_path / "temporal.db")
     temporal = start_and_wait("temporal", cmd, port, log_path=tmp_path / "temporal.log")
     processes.append(temporal)
+    wait_temporal_ready(f"127.0.0.1:{port}")  # the port opens before the frontend serves
     settings = servers.settings(order_expiration_seconds=10, temporal_address=f"127.0.0.1:{port}")
     async with run_stack(servers, settings, worker=False) as stack:
         processes.append(start_worker(settings, tmp_path / "worker.log"))

@@ -222,6 +222,15 @@ def wait_temporal_ready(address: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+# The dev server's dynamic config (measured in bench/README.md):
+DEV_SERVER_CONFIG: dict[str, object] = {
+    # One task-queue partition: with one worker process, 4 partitions (the default) only add
+    # forwarding between partitions to every poll and task.
+    "matching.numTaskqueueReadPartitions": 1,
+    "matching.numTaskqueueWritePartitions": 1,
+}
+
+
 def temporal_cmd(
     port: int,
     ui_port: int | None,
@@ -230,11 +239,13 @@ def temporal_cmd(
     host: str = LOCALHOST,
     namespace: str | None = None,
     log_level: str = "warn",
+    dynamic_config: dict[str, object] | None = None,
 ) -> list[str]:
     """`temporal server start-dev` on host:port with the project's search attributes.
 
     `ui_port=None` disables the Web UI (headless); `db_file=None` keeps everything in memory.
     The HTTP API and metrics ports are left to the server, which picks free ones.
+    `dynamic_config` adds to / overrides DEV_SERVER_CONFIG.
     """
     cmd = [find_binary("temporal"), "server", "start-dev", "--ip", host, "--port", str(port)]
     if ui_port is None:
@@ -253,6 +264,8 @@ def temporal_cmd(
         ]  # fmt: skip
     for key, kind in SEARCH_ATTRIBUTES.items():
         cmd += ["--search-attribute", f"{key}={kind}"]
+    for key, value in {**DEV_SERVER_CONFIG, **(dynamic_config or {})}.items():
+        cmd += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
     if namespace and namespace != "default":
         cmd += ["--namespace", namespace]
     cmd += ["--log-level", log_level]

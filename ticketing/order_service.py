@@ -48,10 +48,11 @@ async def start_order(
     ticket_title: str,
     ticket_price: int,
     expires_at: datetime | None = None,
-) -> str:
+) -> tuple[OrderInput, OrderState]:
     """Start `order-<id>` and wait for its reservation: ONE RPC (Update-With-Start), so the Update is
-    delivered in the workflow's first task. Search attributes and memo are set here, at start, where
-    they cost no visibility write of their own. Returns the new order's id; BadRequest when refused."""
+        delivered in the workflow's first task. Search attributes and memo are set here, at start, where
+        they cost no visibility write of their own. Returns the order as started and as reserved (its
+    ticket snapshot and version: what is stored); BadRequest when refused."""
     order_id = str(ObjectId())
     order = OrderInput(
         order_id=order_id,
@@ -86,9 +87,9 @@ async def start_order(
         # Refused so fast that the workflow closed before the Update answered: its result says why.
         handle = await start.workflow_handle()
         outcome = await handle.result()
-    if outcome.rejected_reason:
-        raise BadRequest(outcome.rejected_reason)
-    return order_id
+    if outcome.rejected_reason or outcome.ticket is None:
+        raise BadRequest(outcome.rejected_reason or "Ticket is already reserved")
+    return order, outcome
 
 
 async def pay(temporal: Client, order_id: str, token: str) -> PaymentOutcome:

@@ -44,6 +44,7 @@ class OrderState(BaseModel):
     payment_intent_id: str | None = None
     charging: bool = False
     rejected_reason: str | None = None
+    ticket: TicketInfo | None = None  # as reserved (the order's snapshot)
 
 
 class ReserveInput(BaseModel):

@@ -412,7 +412,7 @@ class _OrderLifecycle:
 
     # ── steps ────────────────────────────────────────────────────────────────────────────
     def _reserved(self, reservation: Reservation) -> None:
-        self.ticket = reservation.ticket
+        self.ticket = self.state.ticket = reservation.ticket
         self.state.version = reservation.order_version
         self._set_status(OrderStatus.CREATED)
 
