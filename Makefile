@@ -36,6 +36,16 @@ install:
 			echo "Install it with: sudo apt-get install -y nats-server"; \
 		fi; \
 	fi
+	@# The browser tests (tests/test_web.py) drive Debian's chromium with Playwright (no browser download).
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "+ apt-get update && apt-get install -y chromium"; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+		else \
+			echo "chromium is missing (needed by the browser tests, skipped without it outside CI)."; \
+			echo "Install it with: sudo apt-get install -y chromium"; \
+		fi; \
+	fi
 
 run: install
 	$(VENV)/bin/ticketing dev
