@@ -7,7 +7,7 @@ UV_VERSION := 0.13.8
 UV := .uv/bin/uv
 VENV := .venv
 
-.PHONY: help install run test test-reliability lint bench lock clean
+.PHONY: help install run test test-reliability lint bench lock clean screenshots
 
 help:
 	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server exists"
@@ -15,6 +15,7 @@ help:
 	@echo "make test     the test suite (.venv/bin/pytest -q), without tests/reliability"
 	@echo "make test-reliability  faults, load, bad input and security, counted (tests/reliability, ~8 min)"
 	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make screenshots  the web pages' screenshots in docs/screenshots (taken by the browser tests)"
 	@echo "make bench    the benchmarks against the BullMQ baseline (python -m bench.run; BENCH_ARGS=\"--n 1000 ...\")"
 	@echo "make clean    delete .data/ (all local state and logs)"
 
@@ -55,6 +56,9 @@ test: install
 
 test-reliability: install
 	$(VENV)/bin/pytest tests/reliability -q
+
+screenshots: install
+	WEB_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q tests/test_web.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers
