@@ -10,7 +10,7 @@ VENV := .venv
 .PHONY: help install run test test-reliability lint bench lock clean screenshots
 
 help:
-	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server exists"
+	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server and chromium exist"
 	@echo "make run      the whole stack locally: Temporal, MongoDB (SecantusDB), NATS, localstripe, API, worker"
 	@echo "make test     the test suite (.venv/bin/pytest -q), without tests/reliability"
 	@echo "make test-reliability  faults, load, bad input and security, counted (tests/reliability, ~8 min)"

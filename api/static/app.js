@@ -151,8 +151,8 @@ function orderPage(root) {
 function wirePayment(orderId, render, setPaying) {
   const form = document.getElementById("pay-form");
   const button = document.getElementById("pay");
-  if (typeof window.Stripe !== "function") {
-    showErrors(form, [{ message: "Payments are unavailable: Stripe.js did not load.", field: null }]);
+  if (typeof window.Stripe !== "function" || !form.dataset.publishableKey) {
+    showErrors(form, [{ message: "Payments are unavailable right now (Stripe.js is not set up).", field: null }]);
     button.disabled = true;
     return;
   }
