@@ -238,8 +238,19 @@ async def test_sign_up_sell_reserve_pay(web: Web, browser: Browser):
         assert await countdown_seconds(buyer) < first
         await fill_card(buyer, VISA)
         await shot(buyer, "order")
+        to_us: list[tuple[str, str, str]] = []
+        buyer.on(
+            "request",
+            lambda req: (
+                to_us.append((req.method, req.url, req.post_data or "")) if req.url.startswith(web.base) else None
+            ),
+        )
         await buyer.click("#pay")
         await expect(buyer.locator("#order-status")).to_have_text("complete")
+        # the card went to Stripe only: our server saw a token
+        payments = [body for method, url, body in to_us if method == "POST" and url.endswith("/api/payments")]
+        assert len(payments) == 1 and '"token":"tok_' in payments[0], to_us
+        assert not [r for r in to_us if VISA in r[1] + r[2]], to_us
         await expect(buyer.locator("#payment")).to_be_hidden()
         await expect(buyer.locator("#countdown")).to_be_hidden()
         await shot(buyer, "order-complete")
@@ -321,3 +332,20 @@ async def test_an_order_left_alone_turns_cancelled_on_screen(servers: Servers, w
         ticket = (await api_order(web, ctx, order_id))["ticket"]
         stored = await Ticket.get(PydanticObjectId(ticket["id"]))
         assert stored is not None and stored.order_id is None  # free again
+
+
+async def test_failed_authentication_shows_why_and_another_card_pays(web: Web, browser: Browser):
+    async with context(browser, web) as ctx:
+        order_id = await reserved_order(web, ctx)
+        page = await ctx.new_page()
+        await page.goto(f"/orders/{order_id}")
+        await fill_card(page, THREE_D_SECURE)
+        await page.click("#pay")
+        await page.get_by_role("button", name="Fail authentication").click()
+        await expect(page.locator("#pay-errors")).to_have_text("The provided PaymentMethod has failed authentication.")
+        await expect(page.locator("#pay")).to_be_enabled()
+        await fill_card(page, VISA)
+        await page.click("#pay")
+        await expect(page.locator("#order-status")).to_have_text("complete")
+    charges = await Charge.find(Charge.order_id == order_id).to_list()
+    assert len(charges) == 1 and charges[0].status.value == "succeeded"
