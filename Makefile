@@ -7,14 +7,15 @@ UV_VERSION := 0.13.8
 UV := .uv/bin/uv
 VENV := .venv
 
-.PHONY: help install run test test-reliability lint bench lock clean
+.PHONY: help install run test test-reliability lint bench lock clean screenshots
 
 help:
-	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server exists"
+	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server and chromium exist"
 	@echo "make run      the whole stack locally: Temporal, MongoDB (SecantusDB), NATS, localstripe, API, worker"
 	@echo "make test     the test suite (.venv/bin/pytest -q), without tests/reliability"
 	@echo "make test-reliability  faults, load, bad input and security, counted (tests/reliability, ~8 min)"
 	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make screenshots  the web pages' screenshots in docs/screenshots (taken by the browser tests)"
 	@echo "make bench    the benchmarks against the BullMQ baseline (python -m bench.run; BENCH_ARGS=\"--n 1000 ...\")"
 	@echo "make clean    delete .data/ (all local state and logs)"
 
@@ -36,6 +37,16 @@ install:
 			echo "Install it with: sudo apt-get install -y nats-server"; \
 		fi; \
 	fi
+	@# The browser tests (tests/test_web.py) drive Debian's chromium with Playwright (no browser download).
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "+ apt-get update && apt-get install -y chromium"; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+		else \
+			echo "chromium is missing (needed by the browser tests, skipped without it outside CI)."; \
+			echo "Install it with: sudo apt-get install -y chromium"; \
+		fi; \
+	fi
 
 run: install
 	$(VENV)/bin/ticketing dev
@@ -45,6 +56,9 @@ test: install
 
 test-reliability: install
 	$(VENV)/bin/pytest tests/reliability -q
+
+screenshots: install
+	WEB_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q tests/test_web.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers

@@ -12,9 +12,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from api import health, orders, payments, tickets, users
+from api.csrf import cross_site_request
 from api.deps import Services
 from api.errors import error_body, install_error_handlers
 from api.metrics import install_metrics
+from api.web import install_web
 from ticketing.bus import EventBus
 from ticketing.db import connect_db
 from ticketing.settings import Settings, get_settings
@@ -54,12 +56,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(error_body(("Request body too large", None)), status_code=413)
         return await call_next(request)
 
+    @app.middleware("http")
+    async def refuse_cross_site_writes(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if cross_site_request(request):
+            return JSONResponse(error_body(("Cross-site request refused", None)), status_code=403)
+        return await call_next(request)
+
     app.state.settings = settings
     install_error_handlers(app)
     install_metrics(app)
     for module in (users, tickets, orders, payments):
         app.include_router(module.router)
     app.include_router(health.router)
+    install_web(app)
     app.openapi = lambda: contract_openapi(app)  # type: ignore[method-assign]
     return app
 

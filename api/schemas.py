@@ -161,9 +161,24 @@ class OrderOut(Out):
 
 
 # ── payments ──────────────────────────────────────────────────────────────────────────
+TOKEN = re.compile(r"^(pm|tok)_[A-Za-z0-9_]+$")
+TOKEN_KINDS = "Token must be a Stripe PaymentMethod id (pm_…) or a Stripe card token (tok_…)"
+
+
 class PaymentBody(Body):
     order_id: str = Field(max_length=100)
-    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+    token: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] = Field(
+        description="A PaymentMethod id (`pm_…`, from stripe.createPaymentMethod) or a card token "
+        "(`tok_…`, from stripe.createToken). Card numbers never reach this API."
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        # Never echo the value: a caller may have pasted a card number here.
+        if not TOKEN.match(value):
+            raise ValueError(TOKEN_KINDS)
+        return value
 
 
 class ChargeOut(Out):

@@ -168,6 +168,15 @@ class LocalStripe:
         )
         return pm["id"]
 
+    async def card_token(self, number: str = "4242424242424242") -> str:
+        """A card token (`tok_…`) as Stripe.js `createToken` makes one (localstripe has no `tok_visa`)."""
+        token = await self._call(
+            "POST",
+            "/v1/tokens",
+            {"card[number]": number, "card[exp_month]": "12", "card[exp_year]": "2040", "card[cvc]": "123"},
+        )
+        return token["id"]
+
     async def authenticate(self, intent_id: str, client_secret: str, success: bool = True) -> dict:
         return await self._call(
             "POST",

@@ -260,3 +260,50 @@ def local_activity_markers(history: Any) -> list[dict[str, Any]]:
         if event.HasField("marker_recorded_event_attributes") and marker.marker_name == "core_local_activity":
             found.append(json.loads(marker.details["data"].payloads[0].data))
     return found
+
+
+async def test_card_tokens_are_accepted(stack):
+    """A `tok_…` card token (Stripe.js createToken, the course's flow) pays like a PaymentMethod;
+    localstripe has no `tok_visa` test token, so the test makes one at its /v1/tokens."""
+    buyer, order = await _order(stack)
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        declined = await ls.card_token("4000000000000341")
+        r = await _pay(stack, buyer, order["id"], declined)
+        assert r.status_code == 402, r.text
+        assert r.json()["errors"][0]["message"] == "Your card was declined."
+        assert (await _status(stack, buyer, order["id"]))["status"] == "created"
+
+        token = await ls.card_token()
+        r = await _pay(stack, buyer, order["id"], token)
+        assert r.status_code == 201, r.text
+        charge = r.json()
+        assert charge["amount"] == 2050
+        assert (await ls.intent(charge["stripeId"]))["status"] == "succeeded"
+    assert (await _status(stack, buyer, order["id"]))["status"] == "complete"
+    assert len(await stack.wait_for_messages("charge:created", 1)) == 1
+
+
+async def test_a_three_d_secure_card_token_asks_for_authentication(stack):
+    buyer, order = await _order(stack)
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        r = await _pay(stack, buyer, order["id"], await ls.card_token("4000002760003184"))
+        assert r.status_code == 202, r.text
+        assert r.json()["clientSecret"].startswith(r.json()["paymentIntentId"])
+
+
+async def test_anything_but_a_payment_method_or_card_token_is_refused(stack):
+    buyer, order = await _order(stack)
+    for token in ("4242424242424242", "src_123", "card_123", "pi_123", "tok visa", "pm_", "sk_test_123"):
+        r = await _pay(stack, buyer, order["id"], token)
+        assert r.status_code == 400, (token, r.text)
+        errors = r.json()["errors"]
+        assert [e["field"] for e in errors] == ["token"], errors
+        assert "pm_" in errors[0]["message"] and "tok_" in errors[0]["message"], errors
+        assert token == "pm_" or token not in r.text  # never echoed (it may be a card number)
+    # a well-formed token Stripe does not know (localstripe has no tok_visa): 400 on the token too
+    r = await _pay(stack, buyer, order["id"], "tok_visa")
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"][0]["field"] == "token"
+    assert (await _status(stack, buyer, order["id"]))["status"] == "created"
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        assert await ls.intents_for_order(order["id"]) == []

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 LOCALHOST = "127.0.0.1"
 DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
@@ -671,6 +671,8 @@ class DevStack:
         env.update(TEMPORAL_ADDRESS=temporal_address, MONGO_URL=mongo_url, NATS_URL=nats_url)
         if stripe_base is not None:
             env["STRIPE_API_BASE"] = stripe_base
+            if "stripe_js_url" not in explicit:  # the buyer's page loads localstripe's fake Stripe.js
+                env["STRIPE_JS_URL"] = f"{stripe_base}/js.stripe.com/v3/"
 
         # Wait for everything that was started or reused (they boot in parallel).
         t_host, t_port = host_port(temporal_address, 7233)
@@ -694,6 +696,8 @@ class DevStack:
         api_port = int(settings.port)
         if port_open(LOCALHOST, api_port):
             raise RuntimeError(f"port {api_port} is already in use: stop whatever listens there or set PORT")
+        if stripe_base is not None:
+            self._register_stripe_webhook(stripe_base, api_port, str(settings.stripe_webhook_secret))
         self.child_env = env
         api = self._spawn("api", [sys.executable, "-m", "ticketing.cli", "api"], env)
         worker = self._spawn("worker", [sys.executable, "-m", "ticketing.cli", "worker"], env)
@@ -704,6 +708,7 @@ class DevStack:
 
         self.say("")
         self.say(f"API: http://127.0.0.1:{api_port} (docs: http://127.0.0.1:{api_port}/docs)")
+        self.say(f"Web: http://127.0.0.1:{api_port}/ (test cards: 4242424242424242, 3-D Secure 4000002760003184)")
         self.say(f"Temporal UI: {temporal_ui}" if temporal_ui else f"Temporal: {temporal_address} (external)")
         self.say("Press Ctrl-C to stop.")
 
@@ -767,6 +772,24 @@ class DevStack:
             self.say(f"  stripe    something already answers on {base}: reusing it as the Stripe API (not started)")
             return base, None
         return base, self._spawn("stripe", localstripe_cmd(port, self.data_dir / "localstripe.pickle"))
+
+    def _register_stripe_webhook(self, stripe_base: str, api_port: int, secret: str) -> None:
+        """localstripe delivers payment_intent.* events, signed like Stripe's, to the API's webhook:
+        a 3-D Secure payment confirmed in the browser completes its order as in production."""
+        form = [
+            ("url", f"http://127.0.0.1:{api_port}/api/payments/webhook"),
+            ("secret", secret),
+            ("events[]", "payment_intent.succeeded"),
+            ("events[]", "payment_intent.payment_failed"),
+        ]
+        request = urllib.request.Request(  # noqa: S310 - the local fake's URL
+            f"{stripe_base}/_config/webhooks/ticketing-dev", data=urlencode(form).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5):  # noqa: S310
+                pass
+        except (OSError, urllib.error.URLError) as exc:
+            self.say(f"  stripe    WARNING: could not register the webhook at {stripe_base} ({exc})")
 
     def _supervise(self) -> int:
         while not self._stop_requested:

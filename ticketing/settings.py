@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_JWT_KEY = "dev-only-jwt-key-change-me-0123456789abcdef"
 DEV_STRIPE_KEY = "sk_test_localstripe"
 DEV_WEBHOOK_SECRET = "whsec_dev_only"
+# localstripe accepts any pk_ key in its Stripe.js fake; the dev placeholder goes with it.
+DEV_PUBLISHABLE_KEY = "pk_test_localstripe"
+STRIPE_JS_URL = "https://js.stripe.com/v3/"
 
 
 class Settings(BaseSettings):
@@ -40,6 +43,10 @@ class Settings(BaseSettings):
     stripe_key: str = ""
     stripe_api_base: str | None = None
     stripe_webhook_secret: str = ""
+    # The buyer's page (/orders/{id}) loads Stripe.js from here with this publishable key; `make run`
+    # points it at localstripe's fake (http://127.0.0.1:8420/js.stripe.com/v3/).
+    stripe_publishable_key: str = ""
+    stripe_js_url: str = STRIPE_JS_URL
 
     order_expiration_seconds: int = Field(default=900, gt=0)
     currency: str = "usd"
@@ -66,6 +73,7 @@ class Settings(BaseSettings):
             self.jwt_key = self.jwt_key or DEV_JWT_KEY
             self.stripe_key = self.stripe_key or DEV_STRIPE_KEY
             self.stripe_webhook_secret = self.stripe_webhook_secret or DEV_WEBHOOK_SECRET
+            self.stripe_publishable_key = self.stripe_publishable_key or DEV_PUBLISHABLE_KEY
         return self
 
     @property

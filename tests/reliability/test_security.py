@@ -1,6 +1,6 @@
 """Security: bad sessions are 401, other users' orders and payments are 401, webhooks need Stripe's
-signature, secrets and card data never reach a response body or a log line (the caplog records
-and their JSON rendering by ticketing.logs.JsonFormatter), cookies are httpOnly (and Secure in
+signature, secrets and card data never reach a response body (JSON or web page) or a log line (the
+caplog records and their JSON rendering by ticketing.logs.JsonFormatter), cookies are httpOnly (and Secure in
 prod), and sign-in attempts are rate-limited."""
 
 from __future__ import annotations
@@ -180,8 +180,16 @@ async def _exercise_and_scan(stack: Stack, caplog: pytest.LogCaptureFixture) -> 
     await call("POST", "/api/payments", json={"orderId": order["id"], "token": 4242424242424242}, headers=me)
     await call("POST", "/api/payments", json={"orderId": "x" * 24, "token": "tok_4242424242424242"}, headers=me)
     await call("POST", "/api/payments/webhook", content=b'{"card": "4242424242424242"}')
+    await call("POST", "/api/payments", json={"orderId": order["id"], "token": "4242424242424242"}, headers=me)
     await call("GET", f"/api/orders/{order['id']}", headers=me)
     await call("GET", "/api/orders", headers=me)
+    # the web pages, as the signed-in buyer's browser loads them (session in the cookie)
+    browser = {"Cookie": f"session={token}"}
+    pages = ["/", f"/tickets/{ticket['id']}", "/orders", f"/orders/{order['id']}", "/sell", "/signin", "/signup"]
+    for path in pages:
+        r = await call("GET", path, headers=browser)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (path, r.status_code)
+        assert token not in r.text, path  # the session stays in its httpOnly cookie
 
     stored = await User.find_one(User.email == email)
     assert stored is not None
@@ -211,7 +219,10 @@ async def _exercise_and_scan(stack: Stack, caplog: pytest.LogCaptureFixture) -> 
             if where == "log" and token in text:
                 leaks.append((where, "session JWT", text[:300]))
     assert not leaks, sorted({f"{w} {n} {t[:200]}" for w, n, t in leaks})[:5]
-    record(f"[security] secrets: {len(bodies)} response bodies, {len(lines)} log lines scanned, 0 leaks")
+    record(
+        f"[security] secrets: {len(bodies)} response bodies ({len(pages)} web pages), "
+        f"{len(lines)} log lines scanned, 0 leaks"
+    )
 
 
 async def test_cookies_httponly_and_secure_in_prod(servers: Servers, stack: Stack):
