@@ -52,7 +52,7 @@ OPTIONAL_SECRET_REFS = {
     ("nats-credentials", "NATS_USER"),
     ("nats-credentials", "NATS_PASSWORD"),
 }
-OPTIONAL_SECRET_VOLUMES = {"temporal-tls", "nats-tls"}
+OPTIONAL_SECRET_VOLUMES = {"temporal-tls", "nats-tls", "mongodb-tls"}
 # Runtime variables of the image itself, not app settings (`ticketing api` reads HOST directly).
 IMAGE_ENV_NOT_SETTINGS = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOST"}
 
