@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
+from temporalio import workflow
 
 from ticketing.devstack import ManagedProcess, free_port
+from workflows.order import OrderWorkflow
 
 from ..conftest import Servers, run_stack
 from ..test_durability import settings_env, start_worker
@@ -30,8 +32,10 @@ from .conftest import Placed, audit, record
 ORDERS = 500
 EXPIRES = 30  # seconds: the paid half is paid right after its creation, well before it expires
 LANES = 16  # concurrent clients placing orders
+ORDER_TYPE = workflow._Definition.must_from_class(OrderWorkflow).name
 WORKFLOW_TASKS = re.compile(
-    r'^temporal_workflow_task_execution_latency(?:_seconds)?_count\{[^}]*workflow_type="OrderWorkflow"[^}]*\} (\S+)$',
+    r"^temporal_workflow_task_execution_latency(?:_seconds)?_count"
+    rf'\{{[^}}]*workflow_type="{ORDER_TYPE}"[^}}]*\}} (\S+)$',
     re.M,
 )
 
