@@ -96,7 +96,7 @@ def workflow_tasks(metrics_port: int) -> float:
     return sum(float(v) for v in WORKFLOW_TASKS.findall(text))
 
 
-@pytest.mark.timeout(600)  # ~3 min on 2 shared cores (500 orders placed in ~110 s, then the last expiries)
+@pytest.mark.timeout(600)  # ~2 min on 2 shared cores (500 orders placed in ~60 s, then the last expiries)
 async def test_two_apis_three_workers_behave_as_one(servers: Servers, processes, tmp_path: Path):
     settings = servers.settings(order_expiration_seconds=EXPIRES, worker_graceful_shutdown_seconds=5)
     env = settings_env(settings)
