@@ -13,7 +13,7 @@ help:
 	@echo "make install  create .venv (uv $(UV_VERSION), requirements-dev.lock) and make sure nats-server and chromium exist"
 	@echo "make run      the whole stack locally: Temporal, MongoDB (SecantusDB), NATS, localstripe, API, worker"
 	@echo "make test     the test suite (.venv/bin/pytest -q), without tests/reliability"
-	@echo "make test-reliability  faults, load, bad input and security, counted (tests/reliability, ~8 min)"
+	@echo "make test-reliability  faults, load, many replicas, bad input and security, counted (tests/reliability, ~10 min)"
 	@echo "make lint     ruff check, ruff format --check, mypy"
 	@echo "make screenshots  the web pages' screenshots in docs/screenshots (taken by the browser tests)"
 	@echo "make bench    the benchmarks against the BullMQ baseline (python -m bench.run; BENCH_ARGS=\"--n 1000 ...\")"

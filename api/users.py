@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import defaultdict, deque
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from api.auth import OptionalUser, clear_session_cookie, issue_token, set_session_cookie
 from api.errors import ApiError, BadRequest
 from api.schemas import CurrentUserOut, SessionOut, SigninBody, SignupBody, UserOut
-from ticketing.documents import User
+from ticketing.documents import SIGNIN_WINDOW_SECONDS, SigninFailure, User, utcnow
 from ticketing.settings import Settings
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -24,34 +23,23 @@ _DUMMY_HASH = hasher.hash("not-a-real-password")
 
 
 class SigninLimiter:
-    """At most `limit` failed sign-ins per email (and per client address) in `window` seconds."""
+    """At most `limit` failed sign-ins per email (and per client address) in `window` seconds,
+    counted in MongoDB so that every API replica sees the same failures and a restart keeps them."""
 
-    def __init__(self, limit: int = 10, window: float = 60) -> None:
+    def __init__(self, limit: int = 10, window: float = SIGNIN_WINDOW_SECONDS) -> None:
         self.limit, self.window = limit, window
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
 
-    def _prune(self, key: str, now: float) -> None:
-        q = self.failures.get(key)
-        if q is None:
-            return
-        while q and now - q[0] > self.window:
-            q.popleft()
-        if not q:  # forget keys without recent failures: memory stays bounded
-            del self.failures[key]
+    async def blocked(self, *keys: str) -> bool:
+        since = utcnow() - timedelta(seconds=self.window)
+        collection = SigninFailure.get_pymongo_collection()
+        counts = await asyncio.gather(
+            *(collection.count_documents({"key": key, "at": {"$gt": since}}, limit=self.limit) for key in keys)
+        )
+        return any(count >= self.limit for count in counts)
 
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        for key in keys:
-            self._prune(key, now)
-        return any(len(self.failures.get(k, ())) >= self.limit for k in keys)
-
-    def fail(self, *keys: str) -> None:
-        now = time.monotonic()
-        if len(self.failures) > 10_000:
-            for key in list(self.failures):
-                self._prune(key, now)
-        for key in keys:
-            self.failures[key].append(now)
+    async def fail(self, *keys: str) -> None:
+        now = utcnow()
+        await SigninFailure.insert_many([SigninFailure(key=key, at=now) for key in keys])
 
 
 limiter = SigninLimiter()
@@ -79,7 +67,7 @@ async def signup(body: SignupBody, request: Request, response: Response) -> Sess
 @router.post("/signin", response_model=SessionOut)
 async def signin(body: SigninBody, request: Request, response: Response) -> SessionOut:
     keys = (f"email:{body.email}", f"ip:{request.client.host if request.client else '-'}")
-    if limiter.blocked(*keys):
+    if await limiter.blocked(*keys):
         raise ApiError(429, "Too many sign-in attempts, try again later")
     user = await User.find_one(User.email == body.email)
     try:
@@ -87,7 +75,7 @@ async def signin(body: SigninBody, request: Request, response: Response) -> Sess
     except (VerificationError, InvalidHashError):
         user = None
     if user is None:
-        limiter.fail(*keys)
+        await limiter.fail(*keys)
         raise BadRequest("Invalid credentials")
     settings = _settings(request)
     token = issue_token(settings, str(user.id), user.email)

@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 from temporalio.client import Client
 
 from api.app import create_app
+from ticketing.bus import nats_options
 from ticketing.devstack import (
     ManagedProcess,
     free_port,
@@ -172,7 +173,7 @@ class Stack:
 
 async def read_stream(settings: Settings, subject: str | None = None) -> list[Message]:
     """Every message in the test's stream (optionally one subject), in stream order."""
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(**nats_options(settings))
     try:
         js = nc.jetstream()
         try:
@@ -200,8 +201,10 @@ def settings(servers: Servers) -> Settings:
     return servers.settings()
 
 
-async def drop_streams(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
+async def drop_streams(target: str | Settings) -> None:
+    """Delete every stream of the NATS server at this URL (or the settings' servers, with their
+    credentials and TLS)."""
+    nc = await nats.connect(**(nats_options(target) if isinstance(target, Settings) else {"servers": target}))
     try:
         js = nc.jetstream()
         for name in await js.streams_info():
@@ -216,7 +219,7 @@ async def run_stack(
 ) -> AsyncIterator[Stack]:
     """The API (in-process, real lifespan) and, unless worker=False, a Temporal worker on the
     settings' task queue."""
-    await drop_streams(settings.nats_url)  # one stream owns the subjects: the test's fresh one
+    await drop_streams(settings)  # one stream owns the subjects: the test's fresh one
     temporal_client = temporal_client or await connect_temporal(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:

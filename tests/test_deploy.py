@@ -44,6 +44,15 @@ SECRET_REFS = {
     ("stripe-secret", "STRIPE_KEY"),
     ("stripe-secret", "STRIPE_WEBHOOK_SECRET"),
 }
+# Credentials of managed services: from Secrets marked optional (absent = the in-cluster services).
+OPTIONAL_SECRET_REFS = {
+    ("mongodb-credentials", "MONGO_URL"),
+    ("temporal-credentials", "TEMPORAL_API_KEY"),
+    ("nats-credentials", "NATS_TOKEN"),
+    ("nats-credentials", "NATS_USER"),
+    ("nats-credentials", "NATS_PASSWORD"),
+}
+OPTIONAL_SECRET_VOLUMES = {"temporal-tls", "nats-tls", "mongodb-tls"}
 # Runtime variables of the image itself, not app settings (`ticketing api` reads HOST directly).
 IMAGE_ENV_NOT_SETTINGS = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOST"}
 
@@ -271,18 +280,47 @@ def test_k8s_has_expected_objects_and_no_committed_secrets() -> None:
 
 
 def test_k8s_secrets_come_from_secret_key_refs() -> None:
-    secret_names = {key for _, key in SECRET_REFS}
+    secret_names = {key for _, key in SECRET_REFS | OPTIONAL_SECRET_REFS} - {"MONGO_URL"}
     assert not secret_names & set(config_map()), "secrets must not be in the ConfigMap"
+    # The in-cluster MongoDB URL may stay in the ConfigMap, without credentials.
+    assert "@" not in config_map()["MONGO_URL"], "a MONGO_URL with credentials belongs in mongodb-credentials"
     for workload, container in app_containers():
+        where = workload["metadata"]["name"]
         refs = {
-            (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]): e["valueFrom"][
+                "secretKeyRef"
+            ].get("optional", False)
             for e in container.get("env", [])
             if "secretKeyRef" in e.get("valueFrom", {})
         }
-        assert refs == SECRET_REFS, f"{workload['metadata']['name']}: secretKeyRefs {refs}"
+        assert set(refs) == SECRET_REFS | OPTIONAL_SECRET_REFS, f"{where}: secretKeyRefs {set(refs)}"
+        assert not any(refs[r] for r in SECRET_REFS), f"{where}: the app's own secrets are required"
+        assert all(refs[r] for r in OPTIONAL_SECRET_REFS), f"{where}: managed-service credentials are optional"
         for e in container.get("env", []):
             if e["name"] in secret_names:
                 assert "value" not in e, f"{e['name']} must come from a Secret, not a literal"
+        volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+        mounted = {m["name"] for m in container.get("volumeMounts", [])}
+        for name in OPTIONAL_SECRET_VOLUMES:
+            assert volumes[name]["secret"] == {"secretName": name, "optional": True}, f"{where}: volume {name}"
+            assert name in mounted, f"{where}: {name} not mounted"
+
+
+def test_k8s_config_passes_the_prod_checks() -> None:
+    """The ConfigMap's settings (APP_ENV=prod) start: the in-cluster plain-text services are
+    explicitly allowed, and nothing else is refused."""
+    from ticketing.settings import Settings
+
+    values = {name.lower(): value for name, value in config_map().items()}
+    settings = Settings(**values, jwt_key="x" * 40, stripe_key="sk_live_x", stripe_webhook_secret="whsec_x")
+    assert settings.app_env == "prod" and settings.allow_insecure_transport is True
+    with pytest.raises(ValueError, match="ALLOW_INSECURE_TRANSPORT"):
+        Settings(
+            **{**values, "allow_insecure_transport": "false"},
+            jwt_key="x" * 40,
+            stripe_key="sk_live_x",
+            stripe_webhook_secret="whsec_x",
+        )
 
 
 def test_kustomization_lists_every_manifest() -> None:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 import api.users
 from api.auth import clear_session_cookie, set_session_cookie
+from ticketing.documents import SIGNIN_WINDOW_SECONDS, SigninFailure, utcnow
 from ticketing.settings import Settings
 
 from .conftest import assert_error
@@ -41,13 +42,6 @@ def _session_cookie(response) -> tuple[str, dict[str, str]]:
     sessions = [(value, attrs) for name, value, attrs in cookies if name == "session"]
     assert len(sessions) == 1, response.headers.get_list("set-cookie")
     return sessions[0]
-
-
-@pytest.fixture(autouse=True)
-def _reset_limiter():
-    api.users.limiter.failures.clear()
-    yield
-    api.users.limiter.failures.clear()
 
 
 # ── signup ────────────────────────────────────────────────────────────────────────────
@@ -271,25 +265,37 @@ async def test_failed_signins_are_rate_limited(stack):
     # Blocked even with the right password while the window lasts.
     r = await stack.api.post("/api/users/signin", json={"email": email, "password": "password"})
     assert_error(r, 429)
-    # Once the window is over (simulated by clearing), the right password works again.
-    api.users.limiter.failures.clear()
+    # Once the window is over (simulated by forgetting the failures), the right password works again.
+    await SigninFailure.delete_all()
     r = await stack.api.post("/api/users/signin", json={"email": email, "password": "password"})
     assert r.status_code == 200, r.text
 
 
-async def test_rate_limit_window_expires():
-    limiter = api.users.SigninLimiter(limit=2, window=0.05)
-    limiter.fail("k")
-    limiter.fail("k")
-    assert limiter.blocked("k")
-    assert not limiter.blocked("other")
-    await asyncio.sleep(0.1)
-    assert not limiter.blocked("k")
-    # Keys without recent failures are forgotten: unique emails do not grow memory.
-    assert not limiter.failures
-    for i in range(100):
-        assert not limiter.blocked(f"email:{i}@x.com", "ip:1.2.3.4")
-    assert not limiter.failures
+async def test_rate_limit_window_expires(stack):
+    limiter = api.users.SigninLimiter(limit=2, window=1)
+    await limiter.fail("k")
+    await limiter.fail("k")
+    assert await limiter.blocked("k")
+    assert not await limiter.blocked("other")
+    assert await limiter.blocked("other", "k")
+    await asyncio.sleep(1.2)
+    assert not await limiter.blocked("k")
+
+
+async def test_rate_limit_is_shared_and_indexed(stack):
+    """Failures live in MongoDB (every replica counts the same ones, a restart keeps them): a
+    second limiter, as in another process, sees them; old ones expire through a TTL index; the
+    count is answered from the (key, at) index."""
+    await api.users.SigninLimiter().fail("email:a@x.com", "ip:10.0.0.1")
+    other_replica = api.users.SigninLimiter(limit=1)
+    assert await other_replica.blocked("ip:10.0.0.1")
+    collection = SigninFailure.get_pymongo_collection()
+    indexes = {ix["name"]: ix async for ix in await collection.list_indexes()}
+    assert indexes["expire_at"]["key"] == {"at": 1}
+    assert indexes["expire_at"]["expireAfterSeconds"] == SIGNIN_WINDOW_SECONDS
+    assert indexes["key_at"]["key"] == {"key": 1, "at": 1}
+    plan = await collection.find({"key": "ip:10.0.0.1", "at": {"$gt": utcnow() - timedelta(seconds=60)}}).explain()
+    assert "IXSCAN" in str(plan["queryPlanner"]["winningPlan"]) and "key_at" in str(plan), plan
 
 
 # ── cookie flags by environment ───────────────────────────────────────────────────────

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import ssl
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -25,7 +27,7 @@ class EventBus:
     @classmethod
     async def connect(cls, settings: Settings, *, ensure_stream: bool = True) -> EventBus:
         nc = await nats.connect(
-            settings.nats_url,
+            **nats_options(settings),
             name="ticketing",
             max_reconnect_attempts=-1,  # keep trying: Temporal retries the publishes meanwhile
             reconnect_time_wait=1,
@@ -33,11 +35,13 @@ class EventBus:
         )
         bus = cls(nc, nc.jetstream(timeout=5), settings.nats_stream)
         if ensure_stream:
-            await bus.ensure_stream(settings.nats_duplicate_window_seconds)
+            await bus.ensure_stream(settings.nats_duplicate_window_seconds, settings.nats_stream_replicas)
         return bus
 
-    async def ensure_stream(self, duplicate_window_seconds: float) -> None:
-        config = StreamConfig(name=self.stream, subjects=SUBJECTS, duplicate_window=duplicate_window_seconds)
+    async def ensure_stream(self, duplicate_window_seconds: float, replicas: int = 1) -> None:
+        config = StreamConfig(
+            name=self.stream, subjects=SUBJECTS, duplicate_window=duplicate_window_seconds, num_replicas=replicas
+        )
         try:
             await self.js.stream_info(self.stream)
             await self.js.update_stream(config)
@@ -60,3 +64,24 @@ class EventBus:
 
     async def close(self) -> None:
         await self.nc.drain()
+
+
+def nats_options(settings: Settings) -> dict[str, Any]:
+    """nats.connect() arguments for the servers, credentials and TLS in the settings (also used by
+    the tests and tools that read the stream)."""
+    options: dict[str, Any] = {"servers": [u.strip() for u in settings.nats_url.split(",") if u.strip()]}
+    if settings.nats_creds:
+        options["user_credentials"] = settings.nats_creds
+    if settings.nats_nkey_seed:
+        options["nkeys_seed"] = settings.nats_nkey_seed
+    if settings.nats_token:
+        options["token"] = settings.nats_token
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password or ""
+    if settings.nats_tls_ca or settings.nats_tls_cert:
+        context = ssl.create_default_context(cafile=settings.nats_tls_ca)
+        if settings.nats_tls_cert:
+            context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key)
+        options["tls"] = context
+    return options

@@ -96,4 +96,23 @@ class Charge(Document):
         ]
 
 
-DOCUMENT_MODELS: list[type[Document]] = [User, Ticket, Order, Charge]
+SIGNIN_WINDOW_SECONDS = 60
+
+
+class SigninFailure(Document):
+    """One failed sign-in for a key (`email:...` or `ip:...`), shared by every API replica: the
+    rate limit counts these within the window; MongoDB's TTL monitor deletes them afterwards."""
+
+    key: str
+    at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "signin_failures"
+        indexes = [
+            # The limiter's count (key equality, then a range on `at`) is answered from this index.
+            IndexModel([("key", pymongo.ASCENDING), ("at", pymongo.ASCENDING)], name="key_at"),
+            IndexModel([("at", pymongo.ASCENDING)], expireAfterSeconds=SIGNIN_WINDOW_SECONDS, name="expire_at"),
+        ]
+
+
+DOCUMENT_MODELS: list[type[Document]] = [User, Ticket, Order, Charge, SigninFailure]

@@ -30,10 +30,10 @@ def metrics_runtime(port: int) -> Runtime:
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None, *, lazy: bool = False) -> Client:
     """lazy=True (the API) lets the process start and report not-ready while Temporal is still
-    coming up; a worker needs a connected client."""
+    coming up; a worker needs a connected client. Address, namespace, API key and TLS come from
+    Temporal's environment configuration (Settings.temporal_connect_config)."""
     return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
+        **settings.temporal_connect_config(),
         data_converter=pydantic_data_converter,
         runtime=runtime,
         lazy=lazy,
