@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # Run workflows in the SDK's sandbox (re-created per run). Off in production for speed; the tests
     # turn it on so every workflow change is still checked for non-determinism there.
     worker_workflow_sandbox: bool = False
+    # Run workflow activations on the event loop's thread (workers/worker.py InlineExecutor).
+    worker_inline_activations: bool = True
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
