@@ -16,6 +16,7 @@ belong to other databases: counted as foreign)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import urllib.request
@@ -26,8 +27,9 @@ from datetime import timedelta
 
 import pytest
 from bson import ObjectId
-from temporalio.client import Client, ScheduleIntervalSpec, ScheduleOverlapPolicy, WorkflowHistory
+from temporalio.client import ScheduleIntervalSpec, ScheduleOverlapPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from ticketing.devstack import free_port, localstripe_cmd
@@ -173,6 +175,7 @@ async def test_one_run_settles_each_case_once_and_a_second_changes_nothing(serve
         local_stripe(settings.stripe_api_base) as ls,
     ):
         cases = await make_cases(ls)
+        await asyncio.sleep(1.1)  # the run starts a second after e was created: the hold below is visible
 
         first_id = f"reconcile-first-{uuid.uuid4().hex[:6]}"
         first = await reconcile(stack, first_id)
@@ -213,3 +216,174 @@ async def test_one_run_settles_each_case_once_and_a_second_changes_nothing(serve
         replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
         replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert replayed.replay_failure is None, replayed.replay_failure
+
+
+async def test_two_overlapping_runs_settle_each_once(stack: Stack):
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        cases = await make_cases(ls)
+        runs = await asyncio.gather(reconcile(stack), reconcile(stack))
+
+        def total(name: str) -> int:
+            return sum(getattr(r.figures, name) for r in runs)
+
+        # Whichever run got to an intent first settled it; the other found it settled or being settled.
+        assert (total("refunded"), total("recorded"), total("cancelled"), total("errors")) == (2, 1, 1, 0), runs
+        await assert_settled_once(stack, ls, cases)
+        after = await reconcile(stack)
+        assert (after.figures.refunded, after.figures.recorded, after.figures.cancelled) == (0, 0, 0)
+        await assert_settled_once(stack, ls, cases)
+
+
+async def wait_until(predicate, timeout: float = 60, what: str = "condition"):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (found := await predicate()):
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+    return found
+
+
+async def test_worker_killed_mid_run_then_the_schedule_reruns_it(servers: Servers, own_stripe: Server, tmp_path):
+    """SIGKILL the worker while a run's step is at Stripe; a new worker finishes the run; the
+    schedule (created by the worker at start-up) runs again: each intent settled once."""
+    proxy = await StripeProxy("127.0.0.1", own_stripe.port, drop_first=None, cancel_delay=3.0).start()
+    schedule_id = f"reconcile-test-{uuid.uuid4().hex[:8]}"
+    settings = servers.settings(
+        stripe_api_base=proxy.url,
+        reconcile_schedule=True,
+        reconcile_schedule_id=schedule_id,
+        reconcile_interval_seconds=3600,
+    )
+    workers = []
+    async with run_stack(servers, settings, worker=False) as stack, local_stripe(f"http://{own_stripe.url}") as ls:
+        schedule = stack.temporal.get_schedule_handle(schedule_id)
+        try:
+            cases = await make_cases(ls)
+            workers.append(start_worker(settings, tmp_path / "worker-1.log"))
+            run = await stack.temporal.start_workflow(
+                ReconcileWorkflow.run,
+                ReconcileInput(),
+                id=f"reconcile-killed-{uuid.uuid4().hex[:6]}",
+                task_queue=settings.temporal_task_queue,
+            )
+
+            async def cancel_in_flight() -> bool:
+                return bool(proxy.held)
+
+            # d's cancel is held at Stripe's door: a, b and c are settled, the run is mid-step.
+            await wait_until(cancel_in_flight, 60, "the cancel step")
+            workers[0].kill()
+            proxy.cancel_delay = 0
+            workers.append(start_worker(settings, tmp_path / "worker-2.log"))
+            first = await asyncio.wait_for(run.result(), 90)
+            f = first.figures
+            assert (f.refunded, f.recorded, f.cancelled + f.unchanged, f.left_open, f.errors) == (2, 1, 2, 1, 0), f
+            await assert_settled_once(stack, ls, cases)
+
+            # The worker made the schedule at start-up (the second one found it and kept it).
+            described = await schedule.describe()
+            assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(hours=1))]
+            assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+            action = described.schedule.action
+            assert (action.workflow, action.task_queue) == ("ReconcileWorkflow", settings.temporal_task_queue)  # type: ignore[attr-defined]
+
+            seen_before = len(described.info.recent_actions)
+            await schedule.trigger()
+
+            async def scheduled_run() -> str | None:
+                actions = (await schedule.describe()).info.recent_actions
+                return actions[-1].action.workflow_id if len(actions) > seen_before else None  # type: ignore[attr-defined]
+
+            rerun_id = await wait_until(scheduled_run, 30, "the scheduled run")
+            rerun = await asyncio.wait_for(
+                stack.temporal.get_workflow_handle(rerun_id, result_type=ReconcileResult).result(), 60
+            )
+            f = rerun.figures
+            assert (f.refunded, f.recorded, f.cancelled, f.unchanged, f.errors) == (0, 0, 0, 5, 0), f
+            await assert_settled_once(stack, ls, cases)
+        finally:
+            for worker in workers:
+                worker.stop(10)
+            with contextlib.suppress(RPCError):
+                await schedule.delete()
+            await proxy.stop()
+
+
+async def test_schedule_is_created_once_and_follows_the_settings(servers: Servers, settings: Settings):
+    client = await connect_temporal(settings)
+    settings = settings.model_copy(update={"reconcile_schedule_id": f"reconcile-test-{uuid.uuid4().hex[:8]}"})
+    handle = await ensure_schedule(client, settings)
+    try:
+        await ensure_schedule(client, settings)  # again: no error, still one schedule
+        described = await handle.describe()
+        assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(seconds=300))]
+        assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+
+        await handle.pause(note="operator")
+        await ensure_schedule(client, settings.model_copy(update={"reconcile_interval_seconds": 120}))
+        described = await handle.describe()
+        assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(seconds=120))]
+        assert described.schedule.state.paused  # an operator's pause survives a worker restart
+        listed = [s.id async for s in await client.list_schedules() if s.id == settings.reconcile_schedule_id]
+        assert listed in ([settings.reconcile_schedule_id], [])  # the listing is eventually consistent
+    finally:
+        await handle.delete()
+
+
+async def test_cli_dry_run_prints_the_plan_and_changes_nothing_then_a_run(stack: Stack):
+    async def cli(*args: str) -> str:
+        env = {**os.environ}
+        for key, value in settings_env(stack.settings).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ticketing.cli",
+            "reconcile",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    async with local_stripe(stack.settings.stripe_api_base) as ls:
+        cases = await make_cases(ls)
+        table = await cli("--dry-run")
+        rows = {line.split()[0]: line.split() for line in table.splitlines() if line.startswith("pi_")}
+        expected = {
+            "a": "refund",
+            "b": "record",
+            "own": "nothing",
+            "c": "refund",
+            "d": "cancel",
+            "e": "leave",
+            "f": "foreign",
+        }
+        # columns: intent, created (date time), status, amount (value currency), order, order status, action, why
+        assert {name: rows[getattr(cases, name)["id"]][8] for name in expected} == expected, table
+        assert table.splitlines()[0].split()[:3] == ["payment", "intent", "created"]
+        assert "20.50 usd" in table
+
+        # nothing changed
+        for name in ("a", "c"):
+            assert await ls.refunds_for(getattr(cases, name)["id"]) == []
+        assert (await ls.intent(cases.d["id"]))["status"] == "requires_action"
+        assert await Charge.find(Charge.stripe_id == cases.b["id"]).to_list() == []
+        assert await stack.messages("charge:created") == []
+
+        # `ticketing reconcile` runs once (on this test's worker) and prints the figures
+        figures = dict(
+            line.split(None, 1) for line in (await cli()).splitlines() if line and not line.startswith("error:")
+        )
+        assert (figures["refunded"], figures["recorded"], figures["cancelled"], figures["errors"]) == (
+            "2",
+            "1",
+            "1",
+            "0",
+        )
+        await assert_settled_once(stack, ls, cases)
