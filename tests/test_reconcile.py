@@ -27,7 +27,7 @@ from datetime import timedelta
 
 import pytest
 from bson import ObjectId
-from temporalio.client import ScheduleIntervalSpec, ScheduleOverlapPolicy
+from temporalio.client import ScheduleIntervalSpec, ScheduleOverlapPolicy, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
@@ -55,7 +55,8 @@ def own_stripe(servers: Servers) -> Iterator[Server]:
 
 @pytest.fixture
 def settings(servers: Servers, own_stripe: Server) -> Settings:
-    return servers.settings(stripe_api_base=f"http://{own_stripe.url}")
+    # Small pages: a run reads several, and continues as new when asked to.
+    return servers.settings(stripe_api_base=f"http://{own_stripe.url}", reconcile_page_size=4)
 
 
 @dataclass
@@ -221,7 +222,15 @@ async def test_one_run_settles_each_case_once_and_a_second_changes_nothing(serve
 async def test_two_overlapping_runs_settle_each_once(stack: Stack):
     async with local_stripe(stack.settings.stripe_api_base) as ls:
         cases = await make_cases(ls)
-        runs = await asyncio.gather(reconcile(stack), reconcile(stack))
+        # The second continues as new after every page (figures carried from run to run).
+        chained = f"reconcile-chained-{uuid.uuid4().hex[:6]}"
+        runs = await asyncio.gather(reconcile(stack), reconcile(stack, chained, pages_per_run=1))
+        assert runs[1].pages == runs[0].pages >= 2
+        last = await stack.temporal.get_workflow_handle(chained).describe()
+        first = await stack.temporal.get_workflow_handle(
+            chained, run_id=last.raw_description.workflow_execution_info.first_run_id
+        ).describe()
+        assert last.run_id != first.run_id and first.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
 
         def total(name: str) -> int:
             return sum(getattr(r.figures, name) for r in runs)
