@@ -1,13 +1,13 @@
-"""Money reconciliation under faults: real orders (paid through the API, or expired), then the money
+"""Money reconciliation under faults: real orders (paid through the API, or cancelled), then the money
 their workflows never saw, made directly at localstripe and in MongoDB as lost webhooks and a lost
 record would leave it:
 
-- 10 expired orders get a succeeded PaymentIntent (a 3-D Secure confirmation after the order closed,
+- 10 cancelled orders get a succeeded PaymentIntent (a 3-D Secure confirmation after the order closed,
   its webhook lost) → refunded;
 - 10 paid orders get a second succeeded PaymentIntent (paid twice, the webhook lost) → refunded, the
   order's own payment kept;
 - 5 paid orders lose their Charge document → recorded again, one charge:created each;
-- 5 expired orders get a pending 3-D Secure PaymentIntent → cancelled;
+- 5 cancelled orders get a pending 3-D Secure PaymentIntent → cancelled;
 - 5 orders still open (stored, not expired) get a succeeded PaymentIntent → left to their workflow.
 
 Two runs overlap (one continues as new every 2 pages), the worker is SIGKILLed while a refund is at
@@ -36,7 +36,7 @@ from ..stripe_proxy import StripeProxy, local_stripe
 from ..test_durability import start_worker
 from .conftest import final_states, pay, place_orders, record
 
-PAID, EXPIRED = 20, 20
+PAID, CANCELLED = 20, 20
 
 
 async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker_kill(
@@ -48,7 +48,7 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
     proxy = await StripeProxy("127.0.0.1", stripe.port, drop_first=None).start()
     schedule_id = f"reconcile-reliability-{uuid.uuid4().hex[:8]}"
     settings = servers.settings(
-        order_expiration_seconds=15,
+        order_expiration_seconds=300,
         stripe_api_base=proxy.url,
         reconcile_schedule=True,
         reconcile_schedule_id=schedule_id,
@@ -59,18 +59,21 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
         schedule = stack.temporal.get_schedule_handle(schedule_id)
         try:
             processes.append(start_worker(settings, tmp_path / "worker-1.log"))
-            placed = await place_orders(stack, PAID + EXPIRED)
-            paid, expired = placed.orders[:PAID], placed.orders[PAID:]
+            placed = await place_orders(stack, PAID + CANCELLED)
+            paid, cancelled = placed.orders[:PAID], placed.orders[PAID:]
             statuses = await asyncio.gather(*(pay(stack, placed.owner[o["id"]], o["id"]) for o in paid))
             assert all(s[-1] == 201 for s in statuses), statuses
+            for o in cancelled:  # the buyers cancel (an expiry ends the same way, only later)
+                r = await stack.api.delete(f"/api/orders/{o['id']}", headers=placed.owner[o["id"]])
+                assert r.status_code == 204, r.text
             states = await asyncio.wait_for(final_states(stack, placed.orders, 120), 150)
-            assert Counter(states.values()) == {"complete": PAID, "cancelled": EXPIRED}
+            assert Counter(states.values()) == {"complete": PAID, "cancelled": CANCELLED}
 
             # the money the workflows never saw
-            late = [(await ls.paid_intent(o["id"], 1050))["id"] for o in expired[:10]]
+            late = [(await ls.paid_intent(o["id"], 1050))["id"] for o in cancelled[:10]]
             twice = [(await ls.paid_intent(o["id"], 1050))["id"] for o in paid[:10]]
             card = await ls.three_d_secure_card()
-            pending = [(await ls.paid_intent(o["id"], 1050, token=card))["id"] for o in expired[10:15]]
+            pending = [(await ls.paid_intent(o["id"], 1050, token=card))["id"] for o in cancelled[10:15]]
             lost = [o["id"] for o in paid[10:15]]
             lost_charges = {c.order_id: c.stripe_id for c in await Charge.find({"order_id": {"$in": lost}}).to_list()}
             await Charge.get_pymongo_collection().delete_many({"order_id": {"$in": lost}})
