@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from bson import ObjectId
@@ -214,6 +215,8 @@ async def test_one_run_settles_each_case_once_and_a_second_changes_nothing(serve
 
         # The run replays on the current code (a change to the workflow must keep running runs working).
         history = await stack.temporal.get_workflow_handle(first_id).fetch_history()
+        if os.environ.get("RECORD_HISTORIES"):  # tests/test_replay.py replays it on every later change
+            (Path(__file__).parent / "histories" / "reconcile.json").write_text(history.to_json())
         replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
         replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert replayed.replay_failure is None, replayed.replay_failure
