@@ -206,7 +206,7 @@ class PaymentActivities:
         # A refund made by an attempt that died before recording it is found, not made again: the
         # idempotency key alone would not do (it expires after 24 h, and localstripe ignores it).
         earlier = await self.client.v1.refunds.list_async(params={"payment_intent": req.payment_intent_id, "limit": 10})
-        refund = next((r for r in earlier.data if r.status in ("succeeded", "pending")), None)
+        refund = next((r for r in earlier.data if r.status not in ("failed", "canceled")), None)
         if refund is None:
             refund = await self.client.v1.refunds.create_async(
                 params={"payment_intent": req.payment_intent_id},
