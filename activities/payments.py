@@ -203,10 +203,15 @@ class PaymentActivities:
         if existing is not None and existing.get("refund_id"):
             return str(existing["refund_id"])
         pi = await self.client.v1.payment_intents.retrieve_async(req.payment_intent_id)
-        refund = await self.client.v1.refunds.create_async(
-            params={"payment_intent": req.payment_intent_id},
-            options={"idempotency_key": f"refund-{req.payment_intent_id}"},
-        )
+        # A refund made by an attempt that died before recording it is found, not made again: the
+        # idempotency key alone would not do (it expires after 24 h, and localstripe ignores it).
+        earlier = await self.client.v1.refunds.list_async(params={"payment_intent": req.payment_intent_id, "limit": 10})
+        refund = next((r for r in earlier.data if r.status not in ("failed", "canceled")), None)
+        if refund is None:
+            refund = await self.client.v1.refunds.create_async(
+                params={"payment_intent": req.payment_intent_id},
+                options={"idempotency_key": f"refund-{req.payment_intent_id}"},
+            )
         await charges.find_one_and_update(
             {"stripe_id": req.payment_intent_id},
             {

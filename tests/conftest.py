@@ -91,6 +91,8 @@ class Servers:
             "jwt_key": "test-jwt-key-0123456789abcdef0123456789",
             # Production runs workflows unsandboxed (speed); the tests keep the sandbox's checks.
             "worker_workflow_sandbox": True,
+            # The dev server is shared: a test that wants the reconcile schedule creates its own.
+            "reconcile_schedule": False,
         }
         values.update(overrides)
         return Settings(**values)

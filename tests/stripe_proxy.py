@@ -36,6 +36,7 @@ except ImportError:  # tests/ is not a package
     from conftest import Servers, Stack
 
 CONFIRM = re.compile(r"^/v1/payment_intents/(pi_\w+)/confirm$")
+CANCEL = re.compile(r"^/v1/payment_intents/(pi_\w+)/cancel$")
 PAYMENT_INTENT = re.compile(r"^/v1/payment_intents/(pi_\w+)(?:/\w+)?$")
 
 
@@ -52,6 +53,9 @@ class StripeProxy:
     upstream_port: int
     drop_first: str | None = "confirm"  # "confirm", "create" (POST /v1/payment_intents) or None
     confirm_delay: float = 0.0  # seconds each confirm waits before it reaches localstripe
+    cancel_delay: float = 0.0  # the same for each cancel of a PaymentIntent
+    first_refund_delay: float = 0.0  # the first POST /v1/refunds waits this long (the others do not)
+    held: list[str] = field(default_factory=list)  # paths of delayed requests, as soon as they arrive
     seen: list[Seen] = field(default_factory=list)
     created_intents: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # paths whose reply was dropped
@@ -98,7 +102,14 @@ class StripeProxy:
             body = await reader.readexactly(length) if length else b""
 
             if method == "POST" and CONFIRM.match(path) and self.confirm_delay:
+                self.held.append(path)
                 await asyncio.sleep(self.confirm_delay)
+            if method == "POST" and CANCEL.match(path) and self.cancel_delay:
+                self.held.append(path)
+                await asyncio.sleep(self.cancel_delay)
+            if method == "POST" and path == "/v1/refunds" and self.first_refund_delay and path not in self.held:
+                self.held.append(path)
+                await asyncio.sleep(self.first_refund_delay)
             kept = [h for h in headers if h.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")]
             upstream_head = "\r\n".join([request_line, *kept, "Connection: close", "", ""]).encode("latin-1")
             up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)

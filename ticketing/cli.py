@@ -1,4 +1,5 @@
-"""`ticketing` command line: `api` (HTTP server), `worker` (Temporal worker), `dev` (whole local stack)."""
+"""`ticketing` command line: `api` (HTTP server), `worker` (Temporal worker), `dev` (whole local stack),
+`reconcile` (money reconciliation: run once, --dry-run, --schedule)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ticketing.settings import Settings
 
 
 def run_api() -> int:
@@ -38,6 +43,39 @@ def run_worker() -> int:
     return 0
 
 
+def run_reconcile(args: argparse.Namespace) -> int:
+    from ticketing.logs import configure_logging
+    from ticketing.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings)
+    return asyncio.run(_reconcile(settings, dry=args.dry_run, schedule=args.schedule))
+
+
+async def _reconcile(settings: Settings, *, dry: bool, schedule: bool) -> int:
+    from ticketing.db import connect_db
+    from ticketing.temporal import connect_temporal
+    from workers import reconcile
+
+    temporal = await connect_temporal(settings)
+    if schedule:
+        await reconcile.ensure_schedule(temporal, settings)
+        print(
+            f"schedule {settings.reconcile_schedule_id}: every {settings.reconcile_interval_seconds} s "
+            f"on task queue {settings.temporal_task_queue}"
+        )
+        return 0
+    if not dry:
+        reconcile.print_result(await reconcile.run_once(temporal, settings))
+        return 0
+    mongo = await connect_db(settings)
+    try:
+        reconcile.print_plans(await reconcile.dry_run(settings, temporal))
+    finally:
+        await mongo.close()
+    return 0
+
+
 def run_dev(args: argparse.Namespace) -> int:
     from ticketing.devstack import DevStackOptions
     from ticketing.devstack import run_dev as run_stack
@@ -56,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ticketing import devstack
 
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{api,worker,dev}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{api,worker,dev,reconcile}")
     sub.add_parser("api", help="run the HTTP API (uvicorn; HOST env, default 127.0.0.1, and PORT)")
     sub.add_parser("worker", help="run the Temporal worker")
     dev = sub.add_parser(
@@ -68,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--temporal-ui-port", type=int, default=devstack.DEFAULT_TEMPORAL_UI_PORT)
     dev.add_argument("--mongo-port", type=int, default=devstack.DEFAULT_MONGO_PORT)
     dev.add_argument("--stripe-port", type=int, default=devstack.DEFAULT_STRIPE_PORT)
+    rec = sub.add_parser(
+        "reconcile", help="money reconciliation with Stripe: run once now (prints the figures), or see the options"
+    )
+    mode = rec.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print what a run would do, as a table; change nothing")
+    mode.add_argument("--schedule", action="store_true", help="create or update the Temporal Schedule, then exit")
     return parser
 
 
@@ -78,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_api()
         if args.command == "worker":
             return run_worker()
+        if args.command == "reconcile":
+            return run_reconcile(args)
         return run_dev(args)
     except KeyboardInterrupt:
         return 130

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     # Run workflow activations on the event loop's thread (workers/worker.py InlineExecutor).
     worker_inline_activations: bool = True
 
+    # Money reconciliation (workflows/reconcile.py): a Temporal Schedule runs it every interval.
+    reconcile_schedule: bool = True  # create/update the schedule at worker start-up
+    reconcile_schedule_id: str = "reconcile-payments"
+    reconcile_interval_seconds: int = Field(default=300, gt=0)
+    # Each run re-reads this much before the watermark (clock skew, Stripe's listing lag).
+    reconcile_overlap_seconds: int = Field(default=600, ge=0)
+    # The first run (no watermark stored yet) looks this far back.
+    reconcile_lookback_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    reconcile_page_size: int = Field(default=100, gt=0, le=100)  # Stripe lists at most 100 per page
+
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
         required = {"JWT_KEY": "jwt_key", "STRIPE_KEY": "stripe_key", "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret"}

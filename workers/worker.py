@@ -21,18 +21,21 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.events import EventActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.reconcile import ReconcileActivities
 from ticketing.bus import EventBus
 from ticketing.db import connect_db
 from ticketing.logs import configure_logging
 from ticketing.settings import Settings, get_settings
 from ticketing.temporal import connect_temporal, metrics_runtime
+from workers.reconcile import ensure_schedule
 from workflows.order import LegacyOrderWorkflow, OrderWorkflow
 from workflows.publish import PublishEventWorkflow
+from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [OrderWorkflow, LegacyOrderWorkflow, RefundWorkflow, PublishEventWorkflow]
+WORKFLOWS = [OrderWorkflow, LegacyOrderWorkflow, RefundWorkflow, PublishEventWorkflow, ReconcileWorkflow]
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -76,6 +79,14 @@ def build_worker(client: Client, settings: Settings, bus: EventBus, **options: o
         payments.cancel_payment_intent,
         payments.refund_payment,
     ]
+    reconcile = ReconcileActivities(settings, client)
+    activities += [
+        reconcile.window,
+        reconcile.plan_page,
+        reconcile.record_charge,
+        reconcile.cancel_intent,
+        reconcile.save_watermark,
+    ]
     runner: WorkflowRunner
     if settings.worker_workflow_sandbox:
         restrictions = SandboxRestrictions.default
@@ -113,6 +124,11 @@ async def main() -> None:
     bus = await EventBus.connect(settings)
     client = await connect_temporal(settings, runtime=metrics_runtime(settings.worker_metrics_port))
     worker = build_worker(client, settings, bus)
+    if settings.reconcile_schedule:
+        try:
+            await ensure_schedule(client, settings)
+        except Exception:  # the orders do not depend on it: keep working, say so
+            log.exception("could not create the reconcile schedule", extra={"schedule": settings.reconcile_schedule_id})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
