@@ -68,7 +68,7 @@ def build_worker(client: Client, settings: Settings, bus: EventBus, **options: o
         orders.transition,
         orders.record_charge,
         payments.charge_order,
-        # single steps scheduled by histories recorded before ONE_STEP (and refunds / 3-D Secure)
+        # single steps: orders of the older type OrderWorkflow, refunds, 3-D Secure
         orders.reserve_ticket,
         orders.change_order,
         orders.complete_order,
