@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
 STREAM = "BARE"
 CREATED, EXPIRED = "bare:created", "bare:expired"
 WORKFLOW = "BareOrderWorkflow"
-LOCAL = {"start_to_close_timeout": timedelta(seconds=10)}
+TIMEOUT = timedelta(seconds=10)
 
 
 class BareInput(BaseModel):
@@ -85,15 +85,15 @@ class BareOrderWorkflow:
 
     @workflow.run
     async def run(self, inp: BareInput) -> str:
-        await workflow.execute_local_activity_method(BareActivities.reserve, inp, **LOCAL)  # type: ignore[arg-type]
+        await workflow.execute_local_activity_method(BareActivities.reserve, inp, start_to_close_timeout=TIMEOUT)
         created = BareEvent(subject=CREATED, order_id=inp.order_id, expires_at_ms=inp.expires_at_ms)
-        await workflow.execute_local_activity_method(BareActivities.publish, created, **LOCAL)  # type: ignore[arg-type]
+        await workflow.execute_local_activity_method(BareActivities.publish, created, start_to_close_timeout=TIMEOUT)
         self.reserved = True
         delay = inp.expires_at_ms / 1000 - workflow.now().timestamp()
         if delay > 0:
             await asyncio.sleep(delay)  # a durable timer
         expired = BareEvent(subject=EXPIRED, order_id=inp.order_id, expires_at_ms=inp.expires_at_ms)
-        await workflow.execute_local_activity_method(BareActivities.publish, expired, **LOCAL)  # type: ignore[arg-type]
+        await workflow.execute_local_activity_method(BareActivities.publish, expired, start_to_close_timeout=TIMEOUT)
         return "expired"
 
     @workflow.update
@@ -213,9 +213,13 @@ class BareDriver:
 
         for subject, cb in ((CREATED, on_created), (EXPIRED, on_expired)):
             await js.subscribe(
-                subject, stream=STREAM, cb=cb, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
+                subject,
+                stream=STREAM,
+                cb=cb,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
                 pending_msgs_limit=1_000_000,
-            )  # fmt: skip
+            )
 
     async def close(self) -> None:
         if self.nc is not None:
@@ -223,7 +227,9 @@ class BareDriver:
                 await self.nc.close()
 
     async def _start_one(self, oid: str, expires_at_ms: int) -> None:
-        inp = BareInput(order_id=oid, user_id=f"user-{hash(oid) % 50}", ticket_id=f"ticket-{oid}", expires_at_ms=expires_at_ms)
+        inp = BareInput(
+            order_id=oid, user_id=f"user-{hash(oid) % 50}", ticket_id=f"ticket-{oid}", expires_at_ms=expires_at_ms
+        )
         options: dict[str, Any] = {
             "id": f"bare-{oid}",
             "task_queue": self.task_queue,
@@ -239,14 +245,21 @@ class BareDriver:
         }
         if self.mode == "update-with-start":
             op = WithStartWorkflowOperation(BareOrderWorkflow.run, inp, **options)
-            await self.client.execute_update_with_start_workflow(BareOrderWorkflow.reservation, start_workflow_operation=op)
+            await self.client.execute_update_with_start_workflow(
+                BareOrderWorkflow.reservation, start_workflow_operation=op
+            )
         else:
             await self.client.start_workflow(BareOrderWorkflow.run, inp, **options)
 
     async def create(
-        self, n: int, concurrency: int, *, expiry_s: float | None = None, due: list[float] | None = None,
+        self,
+        n: int,
+        concurrency: int,
+        *,
+        expiry_s: float | None = None,
+        due: list[float] | None = None,
         deadline: float = float("inf"),
-    ) -> BareRun:  # fmt: skip
+    ) -> BareRun:
         """Start n workflows with `concurrency` in flight; a slot is busy until the workflow's
         `bare:created` is read (end to end). Each expires `expiry_s` after its start, or at due[i]."""
         run = BareRun()

@@ -15,6 +15,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ticketing.devstack import (
     ManagedProcess,
@@ -77,14 +78,16 @@ class BenchStack:
     """`order_expiration_seconds` for the main API (`api`); `short_expiration_seconds` for a second API
     process (`api-short`) on the same worker and task queue, whose orders expire soon after they are
     created (equal-load, steady-state and scale scenarios). `code_dir`: run the API and the worker from
-    that checkout (cwd and PYTHONPATH) with this interpreter. `temporal_flags`: KEY=VALUE pairs passed to
-    the dev server as --dynamic-config-value, after whatever `temporal_cmd` gives."""
+    that checkout (cwd and PYTHONPATH) with this interpreter. `temporal_config`: dynamic config handed to
+    `temporal_cmd` (on top of its own); `temporal_flags`: KEY=VALUE pairs appended as --dynamic-config-value
+    (for checkouts whose temporal_cmd takes no dynamic config)."""
 
     folder: Path
     order_expiration_seconds: int = 900
     short_expiration_seconds: int = 30
     code_dir: Path | None = None
     temporal_flags: list[str] = field(default_factory=list)
+    temporal_config: dict[str, object] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -117,7 +120,8 @@ class BenchStack:
         return self.settings
 
     def _temporal(self, port: int) -> list[str]:
-        cmd = temporal_cmd(port, None, self.folder / "temporal.db")
+        options: dict[str, Any] = {"dynamic_config": self.temporal_config} if self.temporal_config else {}
+        cmd = temporal_cmd(port, None, self.folder / "temporal.db", **options)
         for flag in self.temporal_flags:
             cmd += ["--dynamic-config-value", flag]
         self.temporal_command = cmd
@@ -163,7 +167,7 @@ class BenchStack:
         self.processes["worker"] = worker
         wait_for_port("127.0.0.1", metrics_port, 60, process=worker)
         self.settings = Settings(
-            **{
+            **{  # type: ignore[arg-type]
                 k.lower(): v
                 for k, v in env.items()
                 if k not in {"HOST", "PYTHONUNBUFFERED", "LOG_LEVEL", "PYTHONPATH", "WORKER_METRICS_PORT"}
