@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--unsandboxed", action="store_true", help="UnsandboxedWorkflowRunner instead of the sandbox")
     args = parser.parse_args(argv)
     if args.command == "worker":
-        asyncio.run(run_worker(args.task_queue, args.unsandboxed))
+        # The workflow class must come from `bench.bare`, not `__main__`: the sandbox re-imports its module.
+        from bench import bare
+
+        asyncio.run(bare.run_worker(args.task_queue, args.unsandboxed))
     return 0
 
 

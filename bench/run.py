@@ -566,7 +566,7 @@ async def bare_worker(ctx: Ctx, runner: str) -> Any:
         end = time.time() + 60
         while "polling" not in proc.log_tail(5) and time.time() < end:
             if not proc.is_running:
-                raise RuntimeError(f"bare worker died: {proc.log_tail(20)}")
+                raise RuntimeError(f"bare worker died (log {proc.log_path}): {proc.log_tail(3)}")
             await asyncio.sleep(0.2)
         driver = BareDriver(ctx.temporal, ctx.settings.nats_url, queue, ctx.args.bare_start)
         await driver.start()
@@ -833,27 +833,35 @@ async def scenario_burst(ctx: Ctx) -> None:
         "per_s": len(lags) / window if window > 0 else None,
     }
     say(f"burst: {out}")
+    ctx.res.data["burst"] = out
     if "bare" in ctx.args.scenario_list and ctx.left() > spread + 120:
-        runner = bare_runners(ctx)[0]
-        bare_rate = ctx.res.data.get("bare", {}).get(runner, {}).get("per_s") or 30.0
-        async with bare_worker(ctx, runner) as driver:
-            lead = 3.0 + 2.5 * n / max(bare_rate, 10.0)
-            t0 = time.time() + lead
-            dues = [t0 + i * step for i in range(n)]
-            a = ctx.meter.snap()
-            run = await driver.create(n, ctx.args.bare_concurrency, due=dues)
-            await driver.wait_expired(run, min(ctx.deadline, t0 + spread + 120))
-            await asyncio.sleep(0.5)
-            b = ctx.meter.snap()
-            ctx.meter.record(f"burst: bare engine ({runner}) start + expire", n, a, b)
-            out["bare"] = bare_figures(driver, run)
-            out["bare"]["late"] = sum(1 for o in run.sent if driver.created.get(o, 0) > run.due[o] - 0.5)
-            say(f"burst bare: {out['bare']}")
+        try:
+            await burst_bare(ctx, out, n, spread, step)
+        except Exception as err:  # keep our figures and BullMQ's
+            ctx.res.notes.append(f"burst, bare engine: failed: {err!r}"[:400])
     if ctx.args.bullmq and ctx.left() > spread + 40:
         out["bullmq"] = run_bullmq(
             ctx.stack, ctx.meter, "BullMQ: burst (enqueue + expire)", n, spread, spread + 60, ctx.res
         )
-    ctx.res.data["burst"] = out
+
+
+async def burst_bare(ctx: Ctx, out: dict[str, Any], n: int, spread: float, step: float) -> None:
+    """The bare engine with the burst's shape: n workflows due evenly over `spread`, started ahead."""
+    runner = bare_runners(ctx)[0]
+    bare_rate = ctx.res.data.get("bare", {}).get(runner, {}).get("per_s") or 30.0
+    async with bare_worker(ctx, runner) as driver:
+        lead = 3.0 + 2.5 * n / max(bare_rate, 10.0)
+        t0 = time.time() + lead
+        dues = [t0 + i * step for i in range(n)]
+        a = ctx.meter.snap()
+        run = await driver.create(n, ctx.args.bare_concurrency, due=dues)
+        await driver.wait_expired(run, min(ctx.deadline, t0 + spread + 120))
+        await asyncio.sleep(0.5)
+        b = ctx.meter.snap()
+        ctx.meter.record(f"burst: bare engine ({runner}) start + expire", n, a, b)
+        out["bare"] = bare_figures(driver, run)
+        out["bare"]["late"] = sum(1 for o in run.sent if driver.created.get(o, 0) > run.due[o] - 0.5)
+        say(f"burst bare: {out['bare']}")
 
 
 async def scenario_payment(ctx: Ctx) -> None:
@@ -1508,7 +1516,7 @@ async def run(args: argparse.Namespace, stack: BenchStack, res: Results) -> None
                 try:
                     await scenarios[name]()
                 except Exception as err:  # one broken scenario must not lose the others' figures
-                    res.notes.append(f"{name}: failed: {err!r}")
+                    res.notes.append(f"{name}: failed: {err!r}"[:400])
                     say(f"{name} failed: {err!r}")
                     stack.check_alive()
             with contextlib.suppress(Exception):
