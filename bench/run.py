@@ -946,18 +946,26 @@ async def scenario_stripe(ctx: Ctx) -> None:
     say(f"stripe floor: {ctx.res.data['stripe']}")
 
 
-async def list_p99(ctx: Ctx, path: str, headers: dict[str, str], count: int, budget_s: float) -> dict[str, Any]:
-    """GET path one request after the other (single client), `count` times or until budget_s is spent."""
+async def list_p99(
+    ctx: Ctx, path: str, headers: dict[str, str], count: int, budget_s: float, label: str
+) -> dict[str, Any]:
+    """GET path one request after the other (single client), `count` times or until budget_s is spent;
+    without query parameters (the default page, whatever the route's default is). CPU per request."""
     lat: list[float] = []
-    sizes: list[int] = []
+    items = None
     end = time.time() + budget_s
+    a = ctx.meter.snap()
     while len(lat) < count and time.time() < end:
         t0 = time.perf_counter()
         resp = await ctx.api.get(path, headers=headers)
         resp.raise_for_status()
         lat.append((time.perf_counter() - t0) * 1000)
-        sizes.append(len(resp.json()))
-    return {"n": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "items": sizes[-1] if sizes else None}
+        body = resp.json()
+        lists = [v for v in body.values() if isinstance(v, list)] if isinstance(body, dict) else [body]
+        items = len(lists[0]) if lists else None
+    b = ctx.meter.snap()
+    ctx.meter.record(f"{label}: GET {path} (per request)", len(lat), a, b)
+    return {"n": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "items": items}
 
 
 async def scale_batch(ctx: Ctx, label: str, count: int) -> dict[str, Any]:
@@ -1000,8 +1008,8 @@ async def scenario_scale(ctx: Ctx, fresh: Callable[[], Awaitable[None]]) -> None
     await ctx.store.prefill(small, buyers, ctx.seller)
     heavy = ctx.users[0][1]
     out["get_small"] = {
-        "orders": await list_p99(ctx, "/api/orders", heavy, 50, 30),
-        "tickets": await list_p99(ctx, "/api/tickets", heavy, 50, 30),
+        "orders": await list_p99(ctx, "/api/orders", heavy, 50, 30, f"scale {small:,} stored"),
+        "tickets": await list_p99(ctx, "/api/tickets", heavy, 50, 30, f"scale {small:,} stored"),
     }
     await ctx.watch.wait_for(
         {c.id for c in warm}, min(ctx.deadline, max((c.expires for c in warm), default=0) + 30), ctx.stack
@@ -1015,10 +1023,10 @@ async def scenario_scale(ctx: Ctx, fresh: Callable[[], Awaitable[None]]) -> None
         out["stored"] = await ctx.store.count_orders()
         say(f"scale: prefilled to {out['stored']} orders in {out['prefill_s']:.0f} s")
         out["large"] = await scale_batch(ctx, f"{ctx.args.prefill:,} stored", ctx.args.scale_batch)
-        budget = ctx.args.scale_get_budget_s
+        budget, label = ctx.args.scale_get_budget_s, f"scale {out['stored']:,} stored"
         out["get_large"] = {
-            "orders": await list_p99(ctx, "/api/orders", heavy, ctx.args.scale_gets, budget),
-            "tickets": await list_p99(ctx, "/api/tickets", heavy, ctx.args.scale_gets, budget),
+            "orders": await list_p99(ctx, "/api/orders", heavy, ctx.args.scale_gets, budget, label),
+            "tickets": await list_p99(ctx, "/api/tickets", heavy, ctx.args.scale_gets, budget, label),
         }
         say(f"scale large: {out['large']} {out['get_large']}")
     n = ctx.args.scale_n
