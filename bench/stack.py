@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,8 +187,10 @@ class BenchStack:
         self.stop_app()
         return self.start_app()
 
-    def start_extra(self, name: str, cmd: list[str], env: dict[str, str]) -> ManagedProcess:
-        proc = ManagedProcess(name).start(cmd, env=env, log_path=self.folder / f"{name}.log")
+    def start_extra(
+        self, name: str, cmd: list[str], env: Mapping[str, str | None], cwd: Path | None = None
+    ) -> ManagedProcess:
+        proc = ManagedProcess(name).start(cmd, env=env, log_path=self.folder / f"{name}.log", cwd=cwd)
         self.processes[name] = proc
         return proc
 
