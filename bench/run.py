@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -280,7 +281,7 @@ async def start_order(temporal: Client, settings: Settings, user_id: str, ticket
     """Start an order through Temporal with an explicit expiresAt (burst and scale scenarios): the
     order service of the checkout under test when it has one, else the local equivalent."""
     if service_start_order is not None:
-        return await service_start_order(
+        started: Any = await service_start_order(
             temporal,
             settings,
             user_id=user_id,
@@ -289,6 +290,10 @@ async def start_order(temporal: Client, settings: Settings, user_id: str, ticket
             ticket_price=ticket.price,
             expires_at=expires_at,
         )
+        # its result has been the order id, then (OrderInput, OrderState): take the id from either
+        if isinstance(started, tuple):
+            started = started[0]
+        return started if isinstance(started, str) else str(started.order_id)
     return await local_start_order(temporal, settings, user_id, ticket, expires_at)
 
 
@@ -657,6 +662,7 @@ async def scenario_equal(ctx: Ctx) -> None:
         "created_late": sum(1 for x in created if x.sent + x.ms / 1000 > x.expires),
     }
     say(f"equal: {out}")
+    ctx.res.data["equal"] = out
     if ctx.args.bullmq and ctx.left() > window + 40:
         out["bullmq"] = run_bullmq(
             ctx.stack, ctx.meter, "BullMQ: equal load (enqueue + expire)", n, window, window + 60, ctx.res
@@ -1005,6 +1011,7 @@ async def scenario_scale(ctx: Ctx, fresh: Callable[[], Awaitable[None]]) -> None
     pending orders with the same expiresAt (RSS before / all pending / peak, drain)."""
     await fresh()  # new app processes, database, task queue, users, store
     out: dict[str, Any] = {}
+    ctx.res.data["scale"] = out  # filled as it goes: a later failure keeps the earlier figures
     small = ctx.args.scale_small
     buyers = [u for u, _ in ctx.users]
     # Warm the fresh processes up (imports, connections, first workflow runs) on both paths,
@@ -1537,6 +1544,7 @@ async def run(args: argparse.Namespace, stack: BenchStack, res: Results) -> None
                 except Exception as err:  # one broken scenario must not lose the others' figures
                     res.notes.append(f"{name}: failed: {err!r}"[:400])
                     say(f"{name} failed: {err!r}")
+                    traceback.print_exc()
                     stack.check_alive()
             with contextlib.suppress(Exception):
                 metrics = httpx.get(f"http://127.0.0.1:{stack.ports['metrics']}/metrics", timeout=5).text
