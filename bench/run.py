@@ -747,7 +747,8 @@ async def scenario_steady(ctx: Ctx) -> None:
         p99 = pct(lags, 99)
         return achieved >= 0.95 * step.rate and p99 is not None and p99 < 1000
 
-    steps: list[Step] = []
+    steps: list[Step] = []  # the measured steps
+    started: list[Step] = []  # every step, the one cut short included
     prev: Step | None = None
     for rate in rates:
         if ctx.left() < step_s + t_exp + 60:
@@ -755,6 +756,7 @@ async def scenario_steady(ctx: Ctx) -> None:
             break
         step = Step(rate, time.time())
         steps.append(step)
+        started.append(step)
         say(f"steady: {rate:g}/s for {step_s:g} s")
         loop = asyncio.create_task(open_loop(step))
         if prev is not None:
@@ -773,7 +775,7 @@ async def scenario_steady(ctx: Ctx) -> None:
     # let every order created expire before the next scenario (and for the final figures)
     if in_flight:
         await asyncio.gather(*list(in_flight), return_exceptions=True)
-    every = {o.id: o.expires for s in steps for o in s.orders}
+    every = {o.id: o.expires for s in started for o in s.orders}
     if every:
         await ctx.watch.wait_for(every, min(ctx.deadline, max(every.values()) + 30), ctx.stack)
     out: list[dict[str, Any]] = []
