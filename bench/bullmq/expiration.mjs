@@ -13,9 +13,9 @@
 //
 // Usage:
 //   node expiration.mjs --n 1000 --spread-ms 10000 \
-//     --nats nats://127.0.0.1:4222 --redis redis://127.0.0.1:6379 --stream NAME
+//     --nats nats://127.0.0.1:4222 --redis redis://127.0.0.1:6379 --stream NAME [--subject S]
 // Every flag may also be given as an env var: N, SPREAD_MS, NATS_URL, REDIS_URL,
-// STREAM, LEAD_MS, CONCURRENCY, ENQUEUE_CONCURRENCY.
+// STREAM, SUBJECT, LEAD_MS, CONCURRENCY, ENQUEUE_CONCURRENCY.
 
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { connect, headers, JSONCodec, DeliverPolicy } from 'nats';
 
-const SUBJECT = 'expiration:complete';
+const DEFAULT_SUBJECT = 'expiration:complete';
 const MAX_N = 1_000_000;
 const MAX_SPREAD_MS = 3_600_000;
 
@@ -38,6 +38,7 @@ function options() {
       nats: { type: 'string' },
       redis: { type: 'string' },
       stream: { type: 'string' },
+      subject: { type: 'string' },
       'lead-ms': { type: 'string' },
       concurrency: { type: 'string' },
       'enqueue-concurrency': { type: 'string' },
@@ -59,11 +60,14 @@ function options() {
     natsUrl: values.nats ?? e.NATS_URL ?? 'nats://127.0.0.1:4222',
     redisUrl: values.redis ?? e.REDIS_URL ?? 'redis://127.0.0.1:6379',
     stream: values.stream ?? e.STREAM ?? `BENCH_BULLMQ_${process.pid}`,
+    // Another subject lets the script share a NATS server with a stream that owns expiration:complete.
+    subject: values.subject ?? e.SUBJECT ?? DEFAULT_SUBJECT,
   };
   if (o.n < 1 || o.n > MAX_N) throw new Error(`--n must be in 1..${MAX_N}`);
   if (o.spreadMs > MAX_SPREAD_MS) throw new Error(`--spread-ms must be <= ${MAX_SPREAD_MS}`);
   if (o.concurrency < 1 || o.enqueueConcurrency < 1) throw new Error('concurrencies must be >= 1');
   if (!/^[A-Za-z0-9_-]+$/.test(o.stream)) throw new Error(`bad stream name: ${o.stream}`);
+  if (!/^[A-Za-z0-9_:.-]+$/.test(o.subject)) throw new Error(`bad subject: ${o.subject}`);
   for (const u of [o.natsUrl, o.redisUrl]) {
     const host = new URL(u).hostname.replace(/^\[|\]$/g, '');
     if (!['127.0.0.1', 'localhost', '::1'].includes(host)) {
@@ -83,6 +87,7 @@ const r1 = (x) => (x == null ? null : Math.round(x * 10) / 10);
 
 async function main() {
   const o = options();
+  const SUBJECT = o.subject;
   const runId = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
   const queueName = `expiration-bench-${runId}`; // unique per run
   const jc = JSONCodec();
