@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 
 from api import health, orders, payments, tickets, users
-from api.csrf import cross_site_request
 from api.deps import Services
-from api.errors import error_body, install_error_handlers
-from api.metrics import install_metrics
+from api.errors import install_error_handlers
+from api.metrics import install_edge
 from api.web import install_web
 from ticketing.bus import EventBus
 from ticketing.db import connect_db
@@ -23,7 +21,6 @@ from ticketing.settings import Settings, get_settings
 from ticketing.temporal import connect_temporal
 
 log = logging.getLogger(__name__)
-MAX_BODY = 256 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,25 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def refuse_huge_bodies(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # No legitimate body comes near this: refuse before reading it, in the contract's shape.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY:
-            return JSONResponse(error_body(("Request body too large", None)), status_code=413)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def refuse_cross_site_writes(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if cross_site_request(request):
-            return JSONResponse(error_body(("Cross-site request refused", None)), status_code=403)
-        return await call_next(request)
-
     app.state.settings = settings
     install_error_handlers(app)
-    install_metrics(app)
+    install_edge(app)
     for module in (users, tickets, orders, payments):
         app.include_router(module.router)
     app.include_router(health.router)

@@ -50,7 +50,8 @@ def _token(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def optional_user(request: Request) -> CurrentUser | None:
+async def optional_user(request: Request) -> CurrentUser | None:
+    # async (it never blocks): FastAPI would run a plain def in its thread pool, a hop per request.
     token = _token(request)
     if not token:
         return None
@@ -63,7 +64,7 @@ def optional_user(request: Request) -> CurrentUser | None:
         return None
 
 
-def require_user(user: Annotated[CurrentUser | None, Depends(optional_user)]) -> CurrentUser:
+async def require_user(user: Annotated[CurrentUser | None, Depends(optional_user)]) -> CurrentUser:
     if user is None:
         raise NotAuthorized()
     return user

@@ -21,7 +21,7 @@ class Services:
     temporal: Client
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
