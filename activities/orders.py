@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from ticketing import events
 from ticketing.bus import EventBus
-from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket, TicketSnapshot, utcnow
+from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket, utcnow
 from ticketing.events import Envelope
 from ticketing.orders import (
     ChargeInfo,
@@ -76,7 +76,11 @@ class OrderActivities:
         order = req.order
         reservation = await self.reserve_ticket(
             ReserveInput(
-                order_id=order.order_id, user_id=order.user_id, ticket_id=order.ticket_id, expires_at=order.expires_at
+                order_id=order.order_id,
+                user_id=order.user_id,
+                ticket_id=order.ticket_id,
+                expires_at=order.expires_at,
+                seen=order.ticket,
             )
         )
         await publish_all(self.bus, [order_created_event(order, reservation), ticket_updated_event(reservation.ticket)])
@@ -108,22 +112,26 @@ class OrderActivities:
         """Atomically take the ticket for this order (only if free), then store the order."""
         tickets = Ticket.get_pymongo_collection()
         ticket_oid = ObjectId(req.ticket_id)
-        doc = await _take_ticket(tickets, ticket_oid, req.order_id)
+        doc = await _take_ticket(tickets, ticket_oid, req.order_id, req.seen)
         if doc is None:
             raise ApplicationError("Ticket not found", type=Errors.TICKET_RESERVED, non_retryable=True)
         if doc.get("order_id") != req.order_id:  # not ours from an earlier attempt
             raise ApplicationError("Ticket is already reserved", type=Errors.TICKET_RESERVED, non_retryable=True)
         ticket = _ticket_info(doc)
-        order = Order(
-            id=ObjectId(req.order_id),
-            user_id=req.user_id,
-            status=OrderStatus.CREATED,
-            expires_at=req.expires_at,
-            version=0,
-            ticket=TicketSnapshot(id=ticket.id, title=ticket.title, price=ticket.price),
-        )
+        # The Order document's fields (ticketing/documents.py), written without Beanie's per-insert
+        # validation and state tracking: a fifth of this activity's CPU (py-spy).
+        order = {
+            "_id": ObjectId(req.order_id),
+            "user_id": req.user_id,
+            "status": OrderStatus.CREATED.value,
+            "expires_at": req.expires_at,
+            "version": 0,
+            "ticket": {"id": ticket.id, "title": ticket.title, "price": ticket.price},
+            "payment_intent_id": None,
+            "created_at": utcnow(),
+        }
         with contextlib.suppress(DuplicateKeyError):  # stored by an earlier attempt
-            await order.insert()
+            await Order.get_pymongo_collection().insert_one(order)
         return Reservation(ticket=ticket, order_version=0)
 
     @activity.defn
@@ -227,13 +235,30 @@ async def _change_order(change: OrderChange) -> int:
     raise _conflict(f"order {change.order_id}: expected version {change.expected_version}, found {found}")
 
 
-async def _take_ticket(tickets: Any, ticket_oid: ObjectId, order_id: str) -> dict | None:
+async def _take_ticket(tickets: Any, ticket_oid: ObjectId, order_id: str, seen: TicketInfo | None) -> dict | None:
     """Reserve the ticket for `order_id` if it is free; the ticket as it is afterwards (None: no such ticket).
+
+    `seen`: the ticket as the API read it when it was free; if it is still that version, one update
+    reserves it (no read).
 
     Read, then a conditional update pinned to the version read (optimistic concurrency): atomic like
     find_one_and_update, which SecantusDB (the local MongoDB) runs as a collection scan, while reads and
     updates by _id use the index (measured 130 ms vs 1-2 ms per call with 10,000 tickets).
     """
+    if seen is not None and seen.order_id is None:
+        result = await tickets.update_one(
+            {"_id": ticket_oid, "order_id": None, "version": seen.version},
+            {"$set": {"order_id": order_id}, "$inc": {"version": 1}},
+        )
+        if result.modified_count == 1:
+            return {
+                "_id": ticket_oid,
+                "title": seen.title,
+                "price": seen.price,
+                "user_id": seen.user_id,
+                "order_id": order_id,
+                "version": seen.version + 1,
+            }
     for _ in range(20):
         doc = await tickets.find_one({"_id": ticket_oid})
         if doc is None or doc.get("order_id") is not None:

@@ -12,6 +12,7 @@ from api.errors import BadRequest, NotAuthorized, NotFound
 from api.schemas import OrderBody, OrderOut, parse_object_id
 from ticketing import order_service
 from ticketing.documents import Order, OrderStatus, Ticket
+from ticketing.orders import TicketInfo
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 
@@ -44,6 +45,9 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
         ticket_id=str(ticket.id),
         ticket_title=ticket.title,
         ticket_price=ticket.price,
+        ticket_seen=TicketInfo(
+            id=str(ticket.id), title=ticket.title, price=ticket.price, user_id=ticket.user_id, version=ticket.version
+        ),
     )
     return OrderOut.started(order, reserved)
 

@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 from ticketing.documents import OrderStatus
 from ticketing.errors import BadRequest, ServiceError
 from ticketing.money import to_major
-from ticketing.orders import Errors, OrderInput, OrderState, PaymentOutcome, PayRequest
+from ticketing.orders import Errors, OrderInput, OrderState, PaymentOutcome, PayRequest, TicketInfo
 from ticketing.settings import Settings
 from ticketing.temporal import ORDER_STATUS, TICKET_ID, USER_ID, order_workflow_id
 from workflows.order import OrderWorkflow
@@ -47,6 +47,7 @@ async def start_order(
     ticket_id: str,
     ticket_title: str,
     ticket_price: int,
+    ticket_seen: TicketInfo | None = None,
     expires_at: datetime | None = None,
 ) -> tuple[OrderInput, OrderState]:
     """Start `order-<id>` and wait for its reservation: ONE RPC (Update-With-Start), so the Update is
@@ -60,6 +61,7 @@ async def start_order(
         ticket_id=ticket_id,
         expires_at=expires_at or expiry(settings),
         currency=settings.currency,
+        ticket=ticket_seen,
     )
     start = WithStartWorkflowOperation(
         OrderWorkflow.run,

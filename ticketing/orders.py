@@ -33,6 +33,8 @@ class OrderInput(BaseModel):
     expires_at: datetime
     # Fixed when the order is created (CURRENCY); None in orders started before it was carried here.
     currency: str | None = None
+    # The ticket as the API read it (free): the reservation tries that version first, saving a read.
+    ticket: TicketInfo | None = None
 
 
 class OrderState(BaseModel):
@@ -52,6 +54,7 @@ class ReserveInput(BaseModel):
     user_id: str
     ticket_id: str
     expires_at: datetime
+    seen: TicketInfo | None = None
 
 
 class OpenOrderInput(BaseModel):
