@@ -151,6 +151,8 @@ class BenchStack:
             "JWT_KEY": "bench-jwt-key-0123456789abcdef0123456789",
             "ORDER_EXPIRATION_SECONDS": str(self.order_expiration_seconds),
             "WORKER_METRICS_PORT": str(metrics_port),
+            # The payments reconciliation (every 5 min) would land in some scenario's figures.
+            "RECONCILE_SCHEDULE": "false",
         }
         if self.code_dir is not None:
             env["PYTHONPATH"] = str(self.code_dir)
