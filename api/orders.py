@@ -9,8 +9,8 @@ from fastapi import APIRouter, Response
 from api.auth import CurrentUser, RequiredUser
 from api.deps import Deps
 from api.errors import BadRequest, NotAuthorized, NotFound
-from api.schemas import OrderBody, OrderOut, parse_object_id
-from ticketing import order_service
+from api.schemas import ListBefore, ListLimit, OrderBody, OrderOut, next_page_link, parse_object_id
+from ticketing import order_service, queries
 from ticketing.documents import Order, OrderStatus, Ticket
 from ticketing.orders import TicketInfo
 
@@ -53,9 +53,17 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
 
 
 @router.get("", response_model=list[OrderOut])
-async def list_orders(user: RequiredUser) -> list[OrderOut]:
-    orders = await Order.find(Order.user_id == user.id).sort("-created_at", "-_id").to_list()
-    return [OrderOut.of(o) for o in orders]
+async def list_orders(
+    user: RequiredUser, response: Response, limit: ListLimit = queries.LIST_LIMIT_DEFAULT, before: ListBefore = None
+) -> list[OrderOut]:
+    """The caller's orders, newest first (by id: the order's creation), `limit` per page."""
+    cursor = parse_object_id(before) if before else None
+    docs = await queries.newest_first(
+        Order.get_pymongo_collection(), queries.orders_of(user.id), limit=limit, before=cursor
+    )
+    orders = [OrderOut.of(Order.model_validate({**d, "id": d["_id"]})) for d in docs]
+    next_page_link(response, "/api/orders", limit, [o.id for o in orders])
+    return orders
 
 
 @router.get("/{order_id}", response_model=OrderOut)

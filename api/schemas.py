@@ -8,12 +8,14 @@ from decimal import Decimal
 from typing import Annotated
 
 from bson import ObjectId
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from fastapi import Query, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 from ticketing.documents import Charge, Order, Ticket
 from ticketing.money import to_major
 from ticketing.orders import ChargeInfo, OrderInput, OrderState
+from ticketing.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_PRICE = Decimal(1_000_000)
@@ -29,6 +31,40 @@ class Out(BaseModel):
 
 def parse_object_id(value: str) -> ObjectId | None:
     return ObjectId(value) if ObjectId.is_valid(value) and len(value) == 24 else None
+
+
+# ── list pages (GET /api/tickets, GET /api/orders) ────────────────────────────────────────────
+def _cursor(value: str | None) -> str | None:
+    if value is not None and parse_object_id(value) is None:
+        raise ValueError("before must be an id from the previous page (24 hexadecimal characters)")
+    return value
+
+
+ListLimit = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=LIST_LIMIT_MAX,
+        description=f"Page size, 1 to {LIST_LIMIT_MAX} (default {LIST_LIMIT_DEFAULT}).",
+    ),
+]
+ListBefore = Annotated[
+    str | None,
+    Query(
+        description=(
+            "Cursor: only items older than the item with this id (newest first). Pass the id of the last "
+            "item of a page to get the next page; the `Link` header of a full page carries it."
+        ),
+        examples=["6a5f2c1e9b1d4e0012345678"],
+    ),
+    AfterValidator(_cursor),
+]
+
+
+def next_page_link(response: Response, path: str, limit: int, ids: list[str]) -> None:
+    """A full page may have a next one: `Link: <path?limit=…&before=<last id>>; rel="next"`."""
+    if ids and len(ids) == limit:
+        response.headers["Link"] = f'<{path}?limit={limit}&before={ids[-1]}>; rel="next"'
 
 
 # ── users ─────────────────────────────────────────────────────────────────────────────

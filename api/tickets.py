@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter
-from pymongo import ReturnDocument
+from fastapi import APIRouter, Response
 
 from api.auth import RequiredUser
 from api.deps import Deps
 from api.errors import BadRequest, NotAuthorized, NotFound
 from api.publishing import publish_after_store
-from api.schemas import TicketBody, TicketOut, parse_object_id
-from ticketing import events
+from api.schemas import ListBefore, ListLimit, TicketBody, TicketOut, next_page_link, parse_object_id
+from ticketing import events, queries
 from ticketing.documents import Ticket
 from ticketing.money import to_cents, to_major
 
@@ -47,9 +46,17 @@ async def create_ticket(body: TicketBody, user: RequiredUser, services: Deps) ->
 
 
 @router.get("", response_model=list[TicketOut])
-async def list_tickets() -> list[TicketOut]:
-    tickets = await Ticket.find(Ticket.order_id == None).sort("_id").to_list()  # noqa: E711 (Beanie query)
-    return [TicketOut.of(t) for t in tickets]
+async def list_tickets(
+    response: Response, limit: ListLimit = queries.LIST_LIMIT_DEFAULT, before: ListBefore = None
+) -> list[TicketOut]:
+    """Tickets not reserved, newest first, `limit` per page; the next page is `before=<last id>`."""
+    cursor = parse_object_id(before) if before else None
+    docs = await queries.newest_first(
+        Ticket.get_pymongo_collection(), queries.free_tickets(), limit=limit, before=cursor
+    )
+    tickets = [TicketOut.of(Ticket.model_validate({**d, "id": d["_id"]})) for d in docs]
+    next_page_link(response, "/api/tickets", limit, [t.id for t in tickets])
+    return tickets
 
 
 @router.get("/{ticket_id}", response_model=TicketOut)
@@ -65,14 +72,16 @@ async def update_ticket(ticket_id: str, body: TicketBody, user: RequiredUser, se
     if ticket.order_id is not None:
         raise BadRequest("Cannot edit a reserved ticket")
     # Conditional on the version we read and on the ticket still being free: an order that
-    # reserves it in between wins, and the edit is refused rather than silently applied.
-    doc = await Ticket.get_pymongo_collection().find_one_and_update(
-        {"_id": ticket.id, "version": ticket.version, "order_id": None},
-        {"$set": {"title": body.title, "price": to_cents(body.price)}, "$inc": {"version": 1}},
-        return_document=ReturnDocument.AFTER,
+    # reserves it in between wins, and the edit is refused rather than silently applied. Pinned to
+    # the version read, the result is known without findAndModify (a collection scan on SecantusDB).
+    price = to_cents(body.price)
+    assert ticket.id is not None  # read from MongoDB
+    result = await Ticket.get_pymongo_collection().update_one(
+        queries.ticket_free_at(ticket.id, ticket.version),
+        {"$set": {"title": body.title, "price": price}, "$inc": {"version": 1}},
     )
-    if doc is None:
+    if result.modified_count != 1:
         raise BadRequest("Cannot edit a reserved ticket")
-    updated = Ticket.model_validate({**doc, "id": doc["_id"]})
+    updated = ticket.model_copy(update={"title": body.title, "price": price, "version": ticket.version + 1})
     await publish_after_store(services, events.TicketUpdated(**_event_fields(updated), order_id=updated.order_id))
     return TicketOut.of(updated)

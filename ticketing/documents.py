@@ -45,7 +45,8 @@ class Ticket(Document):
 
     class Settings:
         name = "tickets"
-        indexes = [IndexModel([("order_id", pymongo.ASCENDING)])]
+        # The free-ticket list: order_id null, newest _id first (ticketing/queries.py).
+        indexes = [IndexModel([("order_id", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)])]
 
 
 class TicketSnapshot(BaseModel):
@@ -65,7 +66,8 @@ class Order(Document):
 
     class Settings:
         name = "orders"
-        indexes = [IndexModel([("user_id", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)])]
+        # A user's orders, newest _id first (ticketing/queries.py).
+        indexes = [IndexModel([("user_id", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)])]
 
 
 class ChargeStatus(StrEnum):
