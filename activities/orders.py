@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from ticketing import events
+from ticketing import events, queries
 from ticketing.bus import EventBus
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket, utcnow
 from ticketing.events import Envelope
@@ -31,8 +31,6 @@ from ticketing.orders import (
     order_created_event,
     ticket_updated_event,
 )
-
-FINAL = [OrderStatus.COMPLETE.value, OrderStatus.CANCELLED.value]
 
 
 def _ticket_info(doc: dict) -> TicketInfo:
@@ -157,7 +155,7 @@ class OrderActivities:
         try:
             await charges.insert_one(doc)
         except DuplicateKeyError as err:
-            existing = await charges.find_one({"stripe_id": req.payment_intent_id})
+            existing = await charges.find_one(queries.charge_by_intent(req.payment_intent_id))
             if existing is None or existing["order_id"] != req.order_id:
                 raise _conflict(f"order {req.order_id} already has a succeeded charge") from err
             doc = existing
@@ -183,16 +181,16 @@ class OrderActivities:
         """Free the ticket this order reserved; returns the ticket as released (version +1)."""
         tickets = Ticket.get_pymongo_collection()
         ticket_oid = ObjectId(req.ticket_id)
-        doc = await tickets.find_one({"_id": ticket_oid})
+        doc = await tickets.find_one(queries.by_id(ticket_oid))
         if doc is not None and doc.get("order_id") == req.order_id and doc["version"] == req.reserved_version:
             # Nothing changes a ticket without a version bump, so `doc` is the state this update applies to.
             result = await tickets.update_one(
-                {"_id": ticket_oid, "order_id": req.order_id, "version": req.reserved_version},
+                queries.ticket_held_at(ticket_oid, req.order_id, req.reserved_version),
                 {"$set": {"order_id": None}, "$inc": {"version": 1}},
             )
             if result.modified_count == 1:
                 return _ticket_info({**doc, "order_id": None, "version": req.reserved_version + 1})
-            doc = await tickets.find_one({"_id": ticket_oid})
+            doc = await tickets.find_one(queries.by_id(ticket_oid))
         # A reserved ticket cannot be edited, so its only next version is our release.
         if doc is not None and doc["version"] > req.reserved_version and doc.get("order_id") != req.order_id:
             released = _ticket_info(doc)
@@ -208,7 +206,7 @@ async def _release(req: ReleaseInput) -> None:
     """Free the ticket this order reserved, in one update when nothing raced it (the workflow knows
     the ticket as released already); otherwise the checks of release_ticket."""
     result = await Ticket.get_pymongo_collection().update_one(
-        {"_id": ObjectId(req.ticket_id), "order_id": req.order_id, "version": req.reserved_version},
+        queries.ticket_held_at(ObjectId(req.ticket_id), req.order_id, req.reserved_version),
         {"$set": {"order_id": None}, "$inc": {"version": 1}},
     )
     if result.modified_count != 1:
@@ -223,12 +221,10 @@ async def _change_order(change: OrderChange) -> int:
         update["$set"]["payment_intent_id"] = change.payment_intent_id
     # update_one, not find_one_and_update: the filter pins the version, so the new one is known, and
     # SecantusDB (the local MongoDB) runs findAndModify as a collection scan but update by _id on the index.
-    result = await orders.update_one(
-        {"_id": oid, "version": change.expected_version, "status": {"$nin": FINAL}}, update
-    )
+    result = await orders.update_one(queries.order_open_at(oid, change.expected_version), update)
     if result.modified_count == 1:
         return change.expected_version + 1
-    doc = await orders.find_one({"_id": oid})
+    doc = await orders.find_one(queries.by_id(oid))
     if doc is not None and doc["version"] == change.expected_version + 1 and doc["status"] == change.status.value:
         return int(doc["version"])  # applied by an earlier attempt whose reply was lost
     found = (doc["status"], doc["version"]) if doc else None
@@ -260,11 +256,11 @@ async def _take_ticket(tickets: Any, ticket_oid: ObjectId, order_id: str, seen: 
                 "version": seen.version + 1,
             }
     for _ in range(20):
-        doc = await tickets.find_one({"_id": ticket_oid})
+        doc = await tickets.find_one(queries.by_id(ticket_oid))
         if doc is None or doc.get("order_id") is not None:
             return doc  # missing, reserved by another order, or ours from an earlier attempt
         result = await tickets.update_one(
-            {"_id": ticket_oid, "order_id": None, "version": doc["version"]},
+            queries.ticket_free_at(ticket_oid, doc["version"]),
             {"$set": {"order_id": order_id}, "$inc": {"version": 1}},
         )
         if result.modified_count == 1:

@@ -9,12 +9,12 @@ from typing import Any
 
 import stripe
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.orders import OrderActivities
+from ticketing import queries
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, utcnow
 from ticketing.orders import (
     ChargeInput,
@@ -81,7 +81,7 @@ class PaymentActivities:
         before recording it stays unconfirmed (no money moves). Stripe's idempotency key still
         dedupes that create on real Stripe."""
         key = f"{req.order_id}-{req.attempt}"
-        recorded = await _attempts().find_one({"_id": key})
+        recorded = await _attempts().find_one(queries.by_id(key))
         if recorded is None:
             intent = await self.create_payment_intent(
                 CreateIntentInput(
@@ -95,7 +95,7 @@ class PaymentActivities:
             try:
                 await _attempts().insert_one({"_id": key, "intent_id": intent.id, "created_at": utcnow()})
             except DuplicateKeyError:
-                recorded = await _attempts().find_one({"_id": key})
+                recorded = await _attempts().find_one(queries.by_id(key))
         if recorded is not None:  # an earlier try got this far: continue with ITS intent, as Stripe has it now
             intent = await self._confirm(recorded["intent_id"], fresh=False)
         else:
@@ -191,7 +191,7 @@ class PaymentActivities:
     @activity.defn
     async def refund_payment(self, req: RefundInput) -> str:
         """Give back a payment that succeeded for an order that ended cancelled; recorded once."""
-        order = await Order.get_pymongo_collection().find_one({"_id": ObjectId(req.order_id)})
+        order = await Order.get_pymongo_collection().find_one(queries.by_id(ObjectId(req.order_id)))
         if (
             order
             and order["status"] == OrderStatus.COMPLETE
@@ -199,7 +199,7 @@ class PaymentActivities:
         ):
             return "kept"  # this payment paid the order: nothing to give back
         charges = Charge.get_pymongo_collection()
-        existing = await charges.find_one({"stripe_id": req.payment_intent_id})
+        existing = await charges.find_one(queries.charge_by_intent(req.payment_intent_id))
         if existing is not None and existing.get("refund_id"):
             return str(existing["refund_id"])
         pi = await self.client.v1.payment_intents.retrieve_async(req.payment_intent_id)
@@ -212,8 +212,9 @@ class PaymentActivities:
                 params={"payment_intent": req.payment_intent_id},
                 options={"idempotency_key": f"refund-{req.payment_intent_id}"},
             )
-        await charges.find_one_and_update(
-            {"stripe_id": req.payment_intent_id},
+        # update_one, not findAndModify (a collection scan on SecantusDB); nothing reads the result.
+        await charges.update_one(
+            queries.charge_by_intent(req.payment_intent_id),
             {
                 "$set": {"status": ChargeStatus.REFUNDED.value, "refund_id": refund.id},
                 "$setOnInsert": {
@@ -224,7 +225,6 @@ class PaymentActivities:
                 },
             },
             upsert=True,
-            return_document=ReturnDocument.AFTER,
         )
         log.warning("refunded a late payment", extra={"orderId": req.order_id, "paymentIntentId": pi.id})
         return str(refund.id)

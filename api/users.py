@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from api.auth import OptionalUser, clear_session_cookie, issue_token, set_session_cookie
 from api.errors import ApiError, BadRequest
 from api.schemas import CurrentUserOut, SessionOut, SigninBody, SignupBody, UserOut
+from ticketing import queries
 from ticketing.documents import SIGNIN_WINDOW_SECONDS, SigninFailure, User, utcnow
 from ticketing.settings import Settings
 
@@ -33,7 +34,7 @@ class SigninLimiter:
         since = utcnow() - timedelta(seconds=self.window)
         collection = SigninFailure.get_pymongo_collection()
         counts = await asyncio.gather(
-            *(collection.count_documents({"key": key, "at": {"$gt": since}}, limit=self.limit) for key in keys)
+            *(collection.count_documents(queries.signin_failures_since(key, since), limit=self.limit) for key in keys)
         )
         return any(count >= self.limit for count in counts)
 
@@ -69,7 +70,7 @@ async def signin(body: SigninBody, request: Request, response: Response) -> Sess
     keys = (f"email:{body.email}", f"ip:{request.client.host if request.client else '-'}")
     if await limiter.blocked(*keys):
         raise ApiError(429, "Too many sign-in attempts, try again later")
-    user = await User.find_one(User.email == body.email)
+    user = await User.find_one(queries.user_by_email(body.email))
     try:
         await asyncio.to_thread(hasher.verify, user.password_hash if user else _DUMMY_HASH, body.password)
     except (VerificationError, InvalidHashError):

@@ -22,21 +22,28 @@ from typing import Any
 
 from bson import ObjectId
 
+from ticketing.documents import OrderStatus
+
 # ── list pages ───────────────────────────────────────────────────────────────────────────────
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 500
 
-FINAL_STATUSES = ["complete", "cancelled"]
+FINAL_STATUSES = [OrderStatus.COMPLETE.value, OrderStatus.CANCELLED.value]
 
 
 # ── filter builders (the code sends these) ──────────────────────────────────────────────────────
-def by_id(oid: ObjectId) -> dict[str, Any]:
+def by_id(oid: ObjectId | str) -> dict[str, Any]:
     """A document by `_id` (Beanie `.get()` sends the same)."""
     return {"_id": oid}
 
 
 def user_by_email(email: str) -> dict[str, Any]:
     return {"email": email}
+
+
+def signin_failures_since(key: str, since: datetime) -> dict[str, Any]:
+    """Failed sign-ins of one key (`email:…` / `ip:…`) in the limiter's window; index (key, at)."""
+    return {"key": key, "at": {"$gt": since}}
 
 
 def ticket_free_at(oid: ObjectId, version: int) -> dict[str, Any]:
