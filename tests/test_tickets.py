@@ -133,11 +133,12 @@ async def test_list_shows_free_tickets_and_hides_reserved(stack):
     c = await stack.create_ticket(buyer, title="C", price=1)
     r = await stack.api.get("/api/tickets")
     assert r.status_code == 200
-    assert r.json() == [a, b, c]
+    assert r.json() == [c, b, a]  # newest first
+    assert "link" not in r.headers  # a small list is one page
 
     order = await stack.create_order(buyer, b["id"])
     r = await stack.api.get("/api/tickets")
-    assert [t["id"] for t in r.json()] == [a["id"], c["id"]]
+    assert [t["id"] for t in r.json()] == [c["id"], a["id"]]
 
     # Still visible by id, with the order that holds it.
     r = await stack.api.get(f"/api/tickets/{b['id']}")
