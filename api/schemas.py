@@ -9,7 +9,17 @@ from typing import Annotated
 
 from bson import ObjectId
 from fastapi import Query, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from ticketing.documents import Charge, Order, Ticket
@@ -40,6 +50,13 @@ def _cursor(value: str | None) -> str | None:
     return value
 
 
+def _limit(value: object, handler: ValidatorFunctionWrapHandler) -> int:
+    try:
+        return int(handler(value))
+    except ValidationError:
+        raise ValueError(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}") from None
+
+
 ListLimit = Annotated[
     int,
     Query(
@@ -47,6 +64,7 @@ ListLimit = Annotated[
         le=LIST_LIMIT_MAX,
         description=f"Page size, 1 to {LIST_LIMIT_MAX} (default {LIST_LIMIT_DEFAULT}).",
     ),
+    WrapValidator(_limit),
 ]
 ListBefore = Annotated[
     str | None,
