@@ -157,3 +157,32 @@ async def test_max_limit_and_openapi(stack):
         assert params["limit"]["schema"]["maximum"] == LIST_LIMIT_MAX
         assert params["limit"]["schema"]["default"] == LIST_LIMIT_DEFAULT
         assert params["limit"]["description"] and params["before"]["description"]
+
+
+async def test_first_page_sees_documents_added_anywhere_since_the_last(stack):
+    """A first page starts where the previous one began (a per-process hint): documents added
+    since, newer, older or in between, are all listed."""
+
+    async def add(ages: list[timedelta]) -> None:
+        now = datetime.now(UTC)
+        docs = [
+            {
+                "_id": ObjectId(str(ObjectId.from_datetime(now - age))[:8] + ObjectId().binary.hex()[8:]),
+                "title": "T",
+                "price": 100,
+                "user_id": "u",
+                "version": 0,
+                "order_id": None,
+            }
+            for age in ages
+        ]
+        await Ticket.get_pymongo_collection().insert_many(docs)
+
+    await add([timedelta(hours=3), timedelta(days=2)])
+    first = (await stack.api.get("/api/tickets")).json()
+    assert len(first) == 2
+    await add([timedelta(seconds=-2), timedelta(0), timedelta(hours=1), timedelta(hours=4), timedelta(days=900)])
+    for limit in (100, 2):
+        listed = [t["id"] for page in await pages(stack, "/api/tickets", limit) for t in page]
+        stored = await Ticket.get_pymongo_collection().find({}, {"_id": 1}).to_list()
+        assert listed == sorted((str(d["_id"]) for d in stored), reverse=True)

@@ -15,6 +15,7 @@ Two SecantusDB facts (measured, 0.7.0b3) shape this module:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -95,6 +96,13 @@ WINDOW_GROWTH = 16
 OPEN_AFTER = timedelta(days=366)
 _EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
 
+# Where each list's first page began last time (the creation second of its newest document), per
+# process: the next first page starts its windows there instead of at "now", so a list whose newest
+# documents are hours old is not reached through ever wider windows that may hold a burst. Only the
+# cost depends on it: the first window is open above, and the windows always cover every `_id`.
+_HEADS: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], datetime] = OrderedDict()
+HEADS_KEPT = 10_000
+
 
 async def newest_first(
     collection: Any, equals: Mapping[str, Any], *, limit: int, before: ObjectId | None = None
@@ -107,7 +115,9 @@ async def newest_first(
     A list smaller than a page ends with one open-ended window that fetches the rest: small too.
     """
     found: list[dict[str, Any]] = []
-    top = before.generation_time if before is not None else datetime.now(UTC)
+    head = (str(collection.full_name), tuple(sorted(equals.items())))
+    start_at = before.generation_time if before is not None else _HEADS.get(head)
+    top = start_at or datetime.now(UTC)
     upper = before
     reach = FIRST_WINDOW
     while True:
@@ -117,6 +127,8 @@ async def newest_first(
         page = await cursor.to_list()
         found.extend(page)
         if len(found) >= limit or lower is None:
+            if before is None:
+                _remember_head(head, found)
             return found
         upper = lower
         if found:  # documents arrive at about len(found)/reach: aim the next window at the rest
@@ -124,6 +136,14 @@ async def newest_first(
             reach = min(max(wanted, reach * 2), reach * WINDOW_GROWTH)
         else:
             reach *= WINDOW_GROWTH
+
+
+def _remember_head(head: tuple[str, tuple[tuple[str, Any], ...]], found: list[dict[str, Any]]) -> None:
+    _HEADS.pop(head, None)
+    if found:
+        _HEADS[head] = found[0]["_id"].generation_time
+        if len(_HEADS) > HEADS_KEPT:
+            _HEADS.popitem(last=False)
 
 
 # ── the shapes, for the plan test and docs/queries.md ───────────────────────────────────────────
