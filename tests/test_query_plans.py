@@ -215,9 +215,13 @@ Notes (SecantusDB 0.7.0b3, measured):
 - **A limit does not bound the work.** SecantusDB fetches and sorts every document the filter
   matches, then applies the limit (about 65 µs per document: 100,000 free tickets took 6.5 s for
   a page of 100). List pages therefore bound the filter itself: `newest_first` reads adjacent
-  `_id` windows (an ObjectId starts with its creation second) going back from the newest, 1 s,
-  then growing, then one open-ended window, so a page fetches about its own documents. The
-  `SORT` above the `IXSCAN` sorts one window, not the collection.
+  `_id` windows (an ObjectId starts with its creation second) going back in time, 1 s first, then
+  sized from the documents found (x16 while empty), then one open-ended window; a first page
+  starts where the list's previous first page began (per process), a next page at its `before`.
+  The `SORT` above the `IXSCAN` sorts one window, not the collection. What a page costs is the
+  documents in the windows it reads: about a page when documents arrive steadily; more when a
+  window crosses a quiet gap of length D into a dense stretch (it reads up to 15 D of that
+  stretch), and at least the documents created in one second (ObjectId resolution).
 - Inserts (Beanie `.insert()`) read nothing; each index above costs every insert, and every
   update of an indexed field (`tickets.order_id` on reserve and release).
 """
