@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from api.auth import CurrentUser, RequiredUser
 from api.deps import Deps
 from api.errors import BadRequest, NotAuthorized, NotFound
-from api.schemas import ListBefore, ListLimit, OrderBody, OrderOut, next_page_link, parse_object_id
+from api.schemas import LIST_RESPONSES, ListBefore, ListLimit, OrderBody, OrderOut, next_page_link, parse_object_id
 from ticketing import order_service, queries
 from ticketing.documents import Order, OrderStatus, Ticket
 from ticketing.orders import TicketInfo
@@ -52,7 +52,7 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
     return OrderOut.started(order, reserved)
 
 
-@router.get("", response_model=list[OrderOut])
+@router.get("", response_model=list[OrderOut], responses=LIST_RESPONSES)
 async def list_orders(
     user: RequiredUser, response: Response, limit: ListLimit = queries.LIST_LIMIT_DEFAULT, before: ListBefore = None
 ) -> list[OrderOut]:

@@ -79,6 +79,18 @@ ListBefore = Annotated[
 ]
 
 
+LIST_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "headers": {
+            "Link": {
+                "description": 'On a full page: `<path?limit=…&before=<last id>>; rel="next"`, the next page.',
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
+
+
 def next_page_link(response: Response, path: str, limit: int, ids: list[str]) -> None:
     """A full page may have a next one: `Link: <path?limit=…&before=<last id>>; rel="next"`."""
     if ids and len(ids) == limit:

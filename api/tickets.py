@@ -11,7 +11,7 @@ from api.auth import RequiredUser
 from api.deps import Deps
 from api.errors import BadRequest, NotAuthorized, NotFound
 from api.publishing import publish_after_store
-from api.schemas import ListBefore, ListLimit, TicketBody, TicketOut, next_page_link, parse_object_id
+from api.schemas import LIST_RESPONSES, ListBefore, ListLimit, TicketBody, TicketOut, next_page_link, parse_object_id
 from ticketing import events, queries
 from ticketing.documents import Ticket
 from ticketing.money import to_cents, to_major
@@ -45,7 +45,7 @@ async def create_ticket(body: TicketBody, user: RequiredUser, services: Deps) ->
     return TicketOut.of(ticket)
 
 
-@router.get("", response_model=list[TicketOut])
+@router.get("", response_model=list[TicketOut], responses=LIST_RESPONSES)
 async def list_tickets(
     response: Response, limit: ListLimit = queries.LIST_LIMIT_DEFAULT, before: ListBefore = None
 ) -> list[TicketOut]:
