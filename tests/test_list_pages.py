@@ -186,3 +186,16 @@ async def test_first_page_sees_documents_added_anywhere_since_the_last(stack):
         listed = [t["id"] for page in await pages(stack, "/api/tickets", limit) for t in page]
         stored = await Ticket.get_pymongo_collection().find({}, {"_id": 1}).to_list()
         assert listed == sorted((str(d["_id"]) for d in stored), reverse=True)
+
+
+@pytest.mark.parametrize("limit", [7, 100])
+async def test_pages_through_a_burst(stack, limit):
+    """Ids one process made in a burst (same second, counting up), around spread ones."""
+    burst = [ObjectId() for _ in range(250)]
+    ids = burst + spread_ids()
+    await Ticket.get_pymongo_collection().insert_many(
+        [{"_id": oid, "title": "T", "price": 100, "user_id": "u", "version": 0, "order_id": None} for oid in ids]
+    )
+    for _ in range(2):  # the second time, the first page starts where the first one began
+        listed = [t["id"] for page in await pages(stack, "/api/tickets", limit) for t in page]
+        assert listed == sorted((str(i) for i in ids), reverse=True)

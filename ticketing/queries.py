@@ -88,20 +88,26 @@ def id_window(equals: Mapping[str, Any], lower: ObjectId | None, upper: ObjectId
 
 NEWEST_FIRST = [("_id", -1)]
 
-# Windows reach back from the newest possible id: 1 s, then x16 while empty (16 s, 4 min, 68 min,
-# 18 h, 12 days, 194 days), then one open-ended query. A window that found documents sizes the next
-# one from their rate, so a dense list overshoots its page by a little, not by 16 times.
+# Windows reach back in time: 1 s, then x16 while empty (16 s, 4 min, 68 min, 18 h, 12 days,
+# 194 days), then one open-ended query. A window that found documents sizes the next one from
+# their rate, so a dense list overshoots its page by a little, not by 16 times.
 FIRST_WINDOW = timedelta(seconds=1)
 WINDOW_GROWTH = 16
 OPEN_AFTER = timedelta(days=366)
 _EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
 
-# Where each list's first page began last time (the creation second of its newest document), per
-# process: the next first page starts its windows there instead of at "now", so a list whose newest
-# documents are hours old is not reached through ever wider windows that may hold a burst. Only the
-# cost depends on it: the first window is open above, and the windows always cover every `_id`.
-_HEADS: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], datetime] = OrderedDict()
+# Where each list's first page began last time (its newest id), per process: the next first page
+# starts there instead of at "now", so a list whose newest documents are hours old is not reached
+# through ever wider windows that may hold a burst. Only the cost depends on it: the first window is
+# open above, and the windows always cover every `_id`.
+_HEADS: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], ObjectId] = OrderedDict()
 HEADS_KEPT = 10_000
+
+
+def _ids_below(oid: ObjectId, count: int) -> ObjectId:
+    """The id `count` below `oid` as a 96-bit number: one process's ids of one second count up by
+    one (time, process, counter), so this spans the `count` ids it made just before `oid`."""
+    return ObjectId(max(int.from_bytes(oid.binary, "big") - count, 0).to_bytes(12, "big"))
 
 
 async def newest_first(
@@ -110,27 +116,37 @@ async def newest_first(
     """Up to `limit` documents matching `equals` with `_id < before`, newest (highest `_id`) first.
 
     ObjectIds start with their creation second, so an `_id` range is a time range. The page is read
-    in adjacent `_id` windows going back in time, each served by an index (equals…, _id desc), so
-    the server fetches about the page's documents, not every match (see the module docstring).
+    in adjacent `_id` windows going back from `before` (or from where the previous first page
+    began, or from now), each served by an index (equals…, _id desc), so the server fetches about
+    the page's documents, not every match (see the module docstring). The first window is the page's
+    worth of ids just below that id, which holds the page when one process made them in a burst.
     A list smaller than a page ends with one open-ended window that fetches the rest: small too.
     """
-    found: list[dict[str, Any]] = []
     head = (str(collection.full_name), tuple(sorted(equals.items())))
-    start_at = before.generation_time if before is not None else _HEADS.get(head)
-    top = start_at or datetime.now(UTC)
+    anchor = before if before is not None else _HEADS.get(head)
+    found: list[dict[str, Any]] = []
     upper = before
+
+    async def read(lower: ObjectId | None) -> bool:
+        """Add the window [lower, upper); True when the page is complete."""
+        cursor = collection.find(id_window(equals, lower, upper)).sort(NEWEST_FIRST).limit(limit - len(found))
+        found.extend(await cursor.to_list())
+        return len(found) >= limit or lower is None
+
+    if anchor is not None:
+        below_anchor = _ids_below(anchor, 2 * limit)
+        if await read(below_anchor):
+            return _done(head, before, found)
+        upper = below_anchor
+    top = anchor.generation_time if anchor is not None else datetime.now(UTC)
     reach = FIRST_WINDOW
     while True:
         start = top - reach
         lower = None if reach > OPEN_AFTER or start < _EPOCH else ObjectId.from_datetime(start)
-        cursor = collection.find(id_window(equals, lower, upper)).sort(NEWEST_FIRST).limit(limit - len(found))
-        page = await cursor.to_list()
-        found.extend(page)
-        if len(found) >= limit or lower is None:
-            if before is None:
-                _remember_head(head, found)
-            return found
-        upper = lower
+        if lower is None or upper is None or lower < upper:  # else: nothing is left in this window
+            if await read(lower):
+                return _done(head, before, found)
+            upper = lower
         if found:  # documents arrive at about len(found)/reach: aim the next window at the rest
             wanted = reach * (limit / len(found)) * 1.25
             reach = min(max(wanted, reach * 2), reach * WINDOW_GROWTH)
@@ -138,12 +154,16 @@ async def newest_first(
             reach *= WINDOW_GROWTH
 
 
-def _remember_head(head: tuple[str, tuple[tuple[str, Any], ...]], found: list[dict[str, Any]]) -> None:
-    _HEADS.pop(head, None)
-    if found:
-        _HEADS[head] = found[0]["_id"].generation_time
-        if len(_HEADS) > HEADS_KEPT:
-            _HEADS.popitem(last=False)
+def _done(
+    head: tuple[str, tuple[tuple[str, Any], ...]], before: ObjectId | None, found: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    if before is None:  # a first page: remember where it began
+        _HEADS.pop(head, None)
+        if found:
+            _HEADS[head] = found[0]["_id"]
+            if len(_HEADS) > HEADS_KEPT:
+                _HEADS.popitem(last=False)
+    return found
 
 
 # ── the shapes, for the plan test and docs/queries.md ───────────────────────────────────────────
