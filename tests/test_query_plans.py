@@ -78,6 +78,9 @@ async def db(servers: Servers) -> AsyncIterator[Any]:
             for i, oid in enumerate(ids)
         ]
     )
+    await database.payment_attempts.insert_many(
+        [{"_id": f"{oid}-1", "intent_id": f"pi_{i}", "created_at": start} for i, oid in enumerate(ids)]
+    )
     yield database
     await client.drop_database(settings.mongo_db)
     await client.close()
@@ -94,6 +97,7 @@ async def stored_samples(db: Any) -> Samples:
         user_id=order["user_id"],
         email=f"user{mid}@test.com",
         payment_intent_id=f"pi_{mid}",
+        attempt_key=f"{ids[mid]}-1",
         window_lower=ids[mid - 50],
         window_upper=ids[mid + 50],
     )
