@@ -220,8 +220,10 @@ Notes (SecantusDB 0.7.0b3, measured):
   matches, then applies the limit (about 65 µs per document: 100,000 free tickets took 6.5 s for
   a page of 100). List pages therefore bound the filter itself: `newest_first` reads adjacent
   `_id` windows (an ObjectId starts with its creation second) going back in time, 1 s first, then
-  sized from the documents found (x16 while empty), then one open-ended window; a first page
-  starts where the list's previous first page began (per process), a next page at its `before`.
+  sized from the documents found (x16 while empty), then one open-ended window. A next page
+  starts at its `before`, a first page where the list's previous first page began, with a first
+  window of the ids just below (a burst of one process) and then one sized from the spacing of
+  the list's last full page (both remembered per process).
   The `SORT` above the `IXSCAN` sorts one window, not the collection. What a page costs is the
   documents in the windows it reads: about a page when documents arrive steadily; more when a
   window crosses a quiet gap of length D into a dense stretch (it reads up to 15 D of that

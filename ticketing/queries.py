@@ -96,12 +96,20 @@ WINDOW_GROWTH = 16
 OPEN_AFTER = timedelta(days=366)
 _EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
 
-# Where each list's first page began last time (its newest id), per process: the next first page
-# starts there instead of at "now", so a list whose newest documents are hours old is not reached
-# through ever wider windows that may hold a burst. Only the cost depends on it: the first window is
-# open above, and the windows always cover every `_id`.
-_HEADS: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], ObjectId] = OrderedDict()
-HEADS_KEPT = 10_000
+
+@dataclass
+class _Seen:
+    """What the last pages of one list showed, per process. Only the cost depends on it: the first
+    window is open above, and the windows always cover every `_id`."""
+
+    head: ObjectId | None = None  # where its first page began: the next first page starts there,
+    # so a list whose newest documents are hours old is not reached through ever wider windows
+    per_doc: timedelta | None = None  # time between its documents on a full page: the first time
+    # window is sized to hold a page, so a steady list is read in one or two windows
+
+
+_SEEN: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], _Seen] = OrderedDict()
+LISTS_KEPT = 10_000
 
 
 def _ids_below(oid: ObjectId, count: int) -> ObjectId:
@@ -122,8 +130,9 @@ async def newest_first(
     worth of ids just below that id, which holds the page when one process made them in a burst.
     A list smaller than a page ends with one open-ended window that fetches the rest: small too.
     """
-    head = (str(collection.full_name), tuple(sorted(equals.items())))
-    anchor = before if before is not None else _HEADS.get(head)
+    key = (str(collection.full_name), tuple(sorted(equals.items())))
+    seen = _SEEN.get(key) or _Seen()
+    anchor = before if before is not None else seen.head
     found: list[dict[str, Any]] = []
     upper = before
 
@@ -136,16 +145,18 @@ async def newest_first(
     if anchor is not None:
         below_anchor = _ids_below(anchor, 2 * limit)
         if await read(below_anchor):
-            return _done(head, before, found)
+            return _done(key, seen, before, found, limit)
         upper = below_anchor
     top = anchor.generation_time if anchor is not None else datetime.now(UTC)
     reach = FIRST_WINDOW
+    if seen.per_doc:
+        reach = min(max(reach, seen.per_doc * limit * 1.25), OPEN_AFTER)
     while True:
         start = top - reach
         lower = None if reach > OPEN_AFTER or start < _EPOCH else ObjectId.from_datetime(start)
         if lower is None or upper is None or lower < upper:  # else: nothing is left in this window
             if await read(lower):
-                return _done(head, before, found)
+                return _done(key, seen, before, found, limit)
             upper = lower
         if found:  # documents arrive at about len(found)/reach: aim the next window at the rest
             wanted = reach * (limit / len(found)) * 1.25
@@ -155,14 +166,21 @@ async def newest_first(
 
 
 def _done(
-    head: tuple[str, tuple[tuple[str, Any], ...]], before: ObjectId | None, found: list[dict[str, Any]]
+    key: tuple[str, tuple[tuple[str, Any], ...]],
+    seen: _Seen,
+    before: ObjectId | None,
+    found: list[dict[str, Any]],
+    limit: int,
 ) -> list[dict[str, Any]]:
     if before is None:  # a first page: remember where it began
-        _HEADS.pop(head, None)
-        if found:
-            _HEADS[head] = found[0]["_id"]
-            if len(_HEADS) > HEADS_KEPT:
-                _HEADS.popitem(last=False)
+        seen.head = found[0]["_id"] if found else None
+    if len(found) == limit and limit > 1:
+        span = found[0]["_id"].generation_time - found[-1]["_id"].generation_time
+        seen.per_doc = span / (limit - 1)
+    _SEEN.pop(key, None)
+    _SEEN[key] = seen
+    if len(_SEEN) > LISTS_KEPT:
+        _SEEN.popitem(last=False)
     return found
 
 
