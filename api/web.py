@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.auth import OptionalUser
 from api.schemas import OrderOut, TicketOut, parse_object_id
+from ticketing import queries
 from ticketing.documents import Order, OrderStatus, Ticket, utcnow
 from ticketing.settings import STRIPE_JS_URL, Settings
 
@@ -97,8 +98,9 @@ def not_found(request: Request, user: OptionalUser, what: str) -> Response:
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request, user: OptionalUser) -> Response:
     # Every ticket with its state (free / reserved), newest first: the JSON list shows only free ones.
-    tickets = await Ticket.find_all().sort("-_id").limit(PAGE_SIZE).to_list()
-    return page(request, user, "index.html", tickets=[TicketOut.of(t) for t in tickets])
+    docs = await queries.newest_first(Ticket.get_pymongo_collection(), queries.all_tickets(), limit=PAGE_SIZE)
+    tickets = [TicketOut.of(Ticket.model_validate({**d, "id": d["_id"]})) for d in docs]
+    return page(request, user, "index.html", tickets=tickets)
 
 
 @router.get("/tickets/{ticket_id}", response_class=HTMLResponse)
@@ -115,8 +117,9 @@ async def ticket_page(ticket_id: str, request: Request, user: OptionalUser) -> R
 async def orders_page(request: Request, user: OptionalUser) -> Response:
     if user is None:
         return to_signin(request)
-    orders = await Order.find(Order.user_id == user.id).sort("-created_at", "-_id").limit(PAGE_SIZE).to_list()
-    return page(request, user, "orders.html", orders=[OrderOut.of(o) for o in orders])
+    docs = await queries.newest_first(Order.get_pymongo_collection(), queries.orders_of(user.id), limit=PAGE_SIZE)
+    orders = [OrderOut.of(Order.model_validate({**d, "id": d["_id"]})) for d in docs]
+    return page(request, user, "orders.html", orders=orders)
 
 
 @router.get("/orders/{order_id}", response_class=HTMLResponse)

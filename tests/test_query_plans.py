@@ -81,6 +81,9 @@ async def db(servers: Servers) -> AsyncIterator[Any]:
     await database.payment_attempts.insert_many(
         [{"_id": f"{oid}-1", "intent_id": f"pi_{i}", "created_at": start} for i, oid in enumerate(ids)]
     )
+    await database.signin_failures.insert_many(
+        [{"key": f"email:user{i % 300}@test.com", "at": start + timedelta(seconds=i)} for i in range(N)]
+    )
     yield database
     await client.drop_database(settings.mongo_db)
     await client.close()
@@ -98,6 +101,8 @@ async def stored_samples(db: Any) -> Samples:
         email=f"user{mid}@test.com",
         payment_intent_id=f"pi_{mid}",
         attempt_key=f"{ids[mid]}-1",
+        signin_key=f"email:user{mid % 300}@test.com",
+        since=datetime.now(UTC) - timedelta(minutes=15),
         window_lower=ids[mid - 50],
         window_upper=ids[mid + 50],
     )

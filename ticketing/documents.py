@@ -45,8 +45,13 @@ class Ticket(Document):
 
     class Settings:
         name = "tickets"
-        # The free-ticket list: order_id null, newest _id first (ticketing/queries.py).
-        indexes = [IndexModel([("order_id", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)])]
+        indexes = [
+            # The free-ticket list: order_id null, newest _id first (ticketing/queries.py).
+            IndexModel([("order_id", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)]),
+            # Every ticket, newest first (the web page /): SecantusDB serves no `_id` range from the
+            # built-in _id_ index, only from a secondary one.
+            IndexModel([("_id", pymongo.DESCENDING)]),
+        ]
 
 
 class TicketSnapshot(BaseModel):

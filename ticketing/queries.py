@@ -71,6 +71,11 @@ def free_tickets() -> dict[str, Any]:
     return {"order_id": None}
 
 
+def all_tickets() -> dict[str, Any]:
+    """Every ticket, free or reserved (the web page /); index (_id desc)."""
+    return {}
+
+
 def orders_of(user_id: str) -> dict[str, Any]:
     """One user's orders (GET /api/orders); index (user_id, _id desc)."""
     return {"user_id": user_id}
@@ -210,6 +215,8 @@ class Samples:
     email: str
     payment_intent_id: str
     attempt_key: str
+    signin_key: str
+    since: datetime
     window_lower: ObjectId
     window_upper: ObjectId
 
@@ -217,6 +224,14 @@ class Samples:
 SHAPES: list[Shape] = [
     Shape(
         "user by email", "users", "find", "api/users.py signin", "email_1 (unique)", lambda s: user_by_email(s.email)
+    ),
+    Shape(
+        "recent failed sign-ins of a key",
+        "signin_failures",
+        "count_documents",
+        "api/users.py SigninLimiter.blocked",
+        "key_at",
+        lambda s: signin_failures_since(s.signin_key, s.since),
     ),
     Shape(
         "ticket by id",
@@ -260,6 +275,42 @@ SHAPES: list[Shape] = [
         "api/tickets.py list (a window reaching back past a year)",
         "order_id_1__id_-1",
         lambda s: free_tickets(),
+        NEWEST_FIRST,
+    ),
+    Shape(
+        "every ticket, newest first (one window)",
+        "tickets",
+        "find",
+        "api/web.py / (ticketing/queries.py newest_first)",
+        "_id_-1",
+        lambda s: id_window(all_tickets(), s.window_lower, s.window_upper),
+        NEWEST_FIRST,
+    ),
+    Shape(
+        "every ticket, newest first (first window)",
+        "tickets",
+        "find",
+        "api/web.py /",
+        "_id_-1",
+        lambda s: id_window(all_tickets(), s.window_lower, None),
+        NEWEST_FIRST,
+    ),
+    Shape(
+        "every ticket, newest first (last window)",
+        "tickets",
+        "find",
+        "api/web.py /",
+        "_id_-1",
+        lambda s: id_window(all_tickets(), None, s.window_upper),
+        NEWEST_FIRST,
+    ),
+    Shape(
+        "every ticket (no bound)",
+        "tickets",
+        "find",
+        "api/web.py / (a window reaching back past a year)",
+        "_id_-1",
+        lambda s: all_tickets(),
         NEWEST_FIRST,
     ),
     Shape(
@@ -310,7 +361,7 @@ SHAPES: list[Shape] = [
         "a user's orders, newest first (one window)",
         "orders",
         "find",
-        "api/orders.py list (ticketing/queries.py newest_first)",
+        "api/orders.py list, api/web.py /orders (ticketing/queries.py newest_first)",
         "user_id_1__id_-1",
         lambda s: id_window(orders_of(s.user_id), s.window_lower, s.window_upper),
         NEWEST_FIRST,
