@@ -187,6 +187,8 @@ def _show(value: Any) -> str:
         return "<id>"
     if value is None:
         return "null"
+    if isinstance(value, datetime):
+        return "<date>"
     if isinstance(value, str):
         return f'"{value}"' if value in ("complete", "cancelled") else "<str>"
     if isinstance(value, int):
