@@ -25,6 +25,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.payments import stripe_client
+from ticketing import queries
 from ticketing.documents import Charge, ChargeStatus, Order, utcnow
 from ticketing.orders import ChargeInfo
 from ticketing.reconcile import (
@@ -109,7 +110,7 @@ class ReconcileActivities:
     async def window(self) -> Window:
         """Read intents created since the stored watermark minus the overlap (first run: the lookback)."""
         async with heartbeating():
-            doc = await self._state().find_one({"_id": STATE_ID})
+            doc = await self._state().find_one(queries.by_id(STATE_ID))
         watermark = int(doc["watermark"]) if doc else None
         if watermark is None:
             since = int(datetime.now(UTC).timestamp()) - self.settings.reconcile_lookback_seconds
@@ -122,9 +123,11 @@ class ReconcileActivities:
         """Move the watermark forward only: an older, slower run never moves it back."""
         async with heartbeating():
             await self._state().update_one(
-                {"_id": STATE_ID}, {"$max": {"watermark": watermark}, "$set": {"updated_at": utcnow()}}, upsert=True
+                queries.by_id(STATE_ID),
+                {"$max": {"watermark": watermark}, "$set": {"updated_at": utcnow()}},
+                upsert=True,
             )
-            doc = await self._state().find_one({"_id": STATE_ID})
+            doc = await self._state().find_one(queries.by_id(STATE_ID))
         assert doc is not None
         return int(doc["watermark"])
 
@@ -178,12 +181,8 @@ class ReconcileActivities:
                 oids.append(ObjectId(order_id))
         if not oids:
             return {}
-        found = await Order.get_pymongo_collection().find({"_id": {"$in": oids}}).to_list(None)
-        kept = (
-            await Charge.get_pymongo_collection()
-            .find({"order_id": {"$in": [str(o) for o in oids]}, "status": ChargeStatus.SUCCEEDED.value})
-            .to_list(None)
-        )
+        found = await Order.get_pymongo_collection().find(queries.by_ids(oids)).to_list(None)
+        kept = await Charge.get_pymongo_collection().find(queries.kept_charges_of([str(o) for o in oids])).to_list(None)
         kept_by_order = {c["order_id"]: c["stripe_id"] for c in kept}
         return {
             str(o["_id"]): OrderView(
@@ -198,7 +197,7 @@ class ReconcileActivities:
     async def _charges(self, intent_ids: list[str]) -> dict[str, ChargeView]:
         if not intent_ids:
             return {}
-        found = await Charge.get_pymongo_collection().find({"stripe_id": {"$in": intent_ids}}).to_list(None)
+        found = await Charge.get_pymongo_collection().find(queries.charges_by_intents(intent_ids)).to_list(None)
         return {
             c["stripe_id"]: ChargeView(id=str(c["_id"]), status=c["status"], refund_id=c.get("refund_id"))
             for c in found
@@ -230,7 +229,7 @@ class ReconcileActivities:
         inserted = False
         try:
             result = await charges.update_one(
-                {"stripe_id": intent.id},
+                queries.charge_by_intent(intent.id),
                 {
                     "$setOnInsert": {
                         "order_id": intent.order_id,
@@ -247,7 +246,7 @@ class ReconcileActivities:
             inserted = result.upserted_id is not None
         except DuplicateKeyError:
             pass  # this intent recorded by a concurrent run, or the order holds another succeeded charge
-        doc = await charges.find_one({"stripe_id": intent.id})
+        doc = await charges.find_one(queries.charge_by_intent(intent.id))
         if doc is None:
             return Recorded(kind="refund")  # the order kept another payment: this one goes back
         if doc.get("refund_id"):

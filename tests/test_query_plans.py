@@ -84,6 +84,9 @@ async def db(servers: Servers) -> AsyncIterator[Any]:
     await database.signin_failures.insert_many(
         [{"key": f"email:user{i % 300}@test.com", "at": start + timedelta(seconds=i)} for i in range(N)]
     )
+    await database.reconcile_state.insert_many(
+        [{"_id": "payments", "watermark": 1}] + [{"_id": f"other-{i}", "watermark": i} for i in range(N)]
+    )
     yield database
     await client.drop_database(settings.mongo_db)
     await client.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from ticketing.documents import OrderStatus
+from ticketing.documents import ChargeStatus, OrderStatus
 
 # ── list pages ───────────────────────────────────────────────────────────────────────────────
 LIST_LIMIT_DEFAULT = 100
@@ -64,6 +64,20 @@ def order_open_at(oid: ObjectId, version: int) -> dict[str, Any]:
 
 def charge_by_intent(payment_intent_id: str) -> dict[str, Any]:
     return {"stripe_id": payment_intent_id}
+
+
+def by_ids(oids: list[ObjectId]) -> dict[str, Any]:
+    """Several documents by `_id` (the reconciliation reads a page's orders at once)."""
+    return {"_id": {"$in": oids}}
+
+
+def charges_by_intents(payment_intent_ids: list[str]) -> dict[str, Any]:
+    return {"stripe_id": {"$in": payment_intent_ids}}
+
+
+def kept_charges_of(order_ids: list[str]) -> dict[str, Any]:
+    """The succeeded charge of each order; the partial unique index on order_id holds exactly these."""
+    return {"order_id": {"$in": order_ids}, "status": ChargeStatus.SUCCEEDED.value}
 
 
 def free_tickets() -> dict[str, Any]:
@@ -408,6 +422,46 @@ SHAPES: list[Shape] = [
         "activities/payments.py refund_payment",
         "stripe_id_1 (unique)",
         lambda s: charge_by_intent(s.payment_intent_id),
+    ),
+    Shape(
+        "orders by ids",
+        "orders",
+        "find",
+        "activities/reconcile.py plan (a page of PaymentIntents)",
+        "_id_",
+        lambda s: by_ids([s.order_id, s.ticket_id]),
+    ),
+    Shape(
+        "succeeded charges of orders",
+        "charges",
+        "find",
+        "activities/reconcile.py plan",
+        "one_succeeded_charge_per_order (partial, unique)",
+        lambda s: kept_charges_of([str(s.order_id), str(s.ticket_id)]),
+    ),
+    Shape(
+        "charges by PaymentIntents",
+        "charges",
+        "find",
+        "activities/reconcile.py plan",
+        "stripe_id_1 (unique)",
+        lambda s: charges_by_intents([s.payment_intent_id, "pi_1"]),
+    ),
+    Shape(
+        "record a missing charge",
+        "charges",
+        "upsert",
+        "activities/reconcile.py record_charge ($setOnInsert)",
+        "stripe_id_1 (unique)",
+        lambda s: charge_by_intent(s.payment_intent_id),
+    ),
+    Shape(
+        "reconciliation watermark",
+        "reconcile_state",
+        "find, upsert ($max)",
+        "activities/reconcile.py window, save_watermark",
+        "_id_",
+        lambda s: by_id("payments"),
     ),
     Shape(
         "payment attempt by (order, attempt)",
