@@ -243,7 +243,7 @@ async def _take_ticket(tickets: Any, ticket_oid: ObjectId, order_id: str, seen: 
     """
     if seen is not None and seen.order_id is None:
         result = await tickets.update_one(
-            {"_id": ticket_oid, "order_id": None, "version": seen.version},
+            queries.ticket_free_at(ticket_oid, seen.version),
             {"$set": {"order_id": order_id}, "$inc": {"version": 1}},
         )
         if result.modified_count == 1:
