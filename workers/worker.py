@@ -120,7 +120,7 @@ def build_worker(client: Client, settings: Settings, bus: EventBus, **options: o
 async def main() -> None:
     settings = get_settings()
     configure_logging(settings)
-    mongo = await connect_db(settings)
+    mongo = await connect_db(settings, retry_writes=False)
     bus = await EventBus.connect(settings)
     client = await connect_temporal(settings, runtime=metrics_runtime(settings.worker_metrics_port))
     worker = build_worker(client, settings, bus)
