@@ -214,7 +214,8 @@ class OrderOut(Out):
     @classmethod
     def started(cls, order: OrderInput, reserved: OrderState) -> OrderOut:
         """What the reservation stored, without reading it back."""
-        assert reserved.status is not None and reserved.ticket is not None
+        assert reserved.status is not None
+        assert reserved.ticket is not None
         ticket = reserved.ticket
         return cls(
             id=order.order_id,

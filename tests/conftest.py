@@ -254,10 +254,12 @@ def assert_error(response, status: int, field: str | None = None, message: str |
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"errors"}, body
-    assert isinstance(body["errors"], list) and body["errors"], body
+    assert isinstance(body["errors"], list), body
+    assert body["errors"], body
     for err in body["errors"]:
         assert set(err) == {"message", "field"}, err
-        assert isinstance(err["message"], str) and err["message"]
+        assert isinstance(err["message"], str)
+        assert err["message"]
     if field is not None:
         assert field in [e["field"] for e in body["errors"]], body
     if message is not None:

@@ -148,7 +148,8 @@ def duration_seconds(value: str | int) -> float:
         return float(value)
     units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
-    assert parts and "".join(n + u for n, u in parts) == value, f"bad duration {value!r}"
+    assert parts, f"bad duration {value!r}"
+    assert "".join(n + u for n, u in parts) == value, f"bad duration {value!r}"
     return sum(float(n) * units[u] for n, u in parts)
 
 
@@ -225,7 +226,8 @@ def assert_registers_search_attributes(script: str, where: str) -> None:
     for names, types in creates:
         # The CLI takes several --name but a single --type that only applies to the first name,
         # so each attribute gets its own command.
-        assert len(names) == 1 and types == ["Keyword"], f"{where}: one --name X --type Keyword per create"
+        assert len(names) == 1, f"{where}: one --name X --type Keyword per create"
+        assert types == ["Keyword"], f"{where}: one --name X --type Keyword per create"
     registered = [n for names, _ in creates for n in names]
     assert sorted(registered) == sorted(SEARCH_ATTRIBUTES), f"{where}: registers {registered}"
 
@@ -313,7 +315,8 @@ def test_k8s_config_passes_the_prod_checks() -> None:
 
     values = {name.lower(): value for name, value in config_map().items()}
     settings = Settings(**values, jwt_key="x" * 40, stripe_key="sk_live_x", stripe_webhook_secret="whsec_x")
-    assert settings.app_env == "prod" and settings.allow_insecure_transport is True
+    assert settings.app_env == "prod"
+    assert settings.allow_insecure_transport is True
     with pytest.raises(ValueError, match="ALLOW_INSECURE_TRANSPORT"):
         Settings(
             **{**values, "allow_insecure_transport": "false"},
@@ -452,7 +455,8 @@ def test_env_names_are_settings() -> None:
     # The essentials are actually set everywhere the app runs.
     essentials = {"MONGO_URL", "NATS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_TASK_QUEUE"}
     assert essentials <= set(config_map())
-    assert essentials <= set(compose_env("api")) and essentials <= set(compose_env("worker"))
+    assert essentials <= set(compose_env("api"))
+    assert essentials <= set(compose_env("worker"))
 
 
 def test_compose_and_k8s_agree_on_settings() -> None:
@@ -485,7 +489,8 @@ def test_dockerfile_builds_a_small_non_root_image_with_uv() -> None:
     assert "requirements-dev.lock" not in runs
     assert not re.search(r"--extra|--all-extras", runs), "the dev extra is not installed in the image"
     users = [rest for instr, rest in final if instr == "USER"]
-    assert users and users[-1].split(":")[0] not in {"root", "0"}, "the final image runs as non-root"
+    assert users, "the final image runs as non-root"
+    assert users[-1].split(":")[0] not in {"root", "0"}, "the final image runs as non-root"
     assert not [rest for instr, rest in final if instr == "RUN" and "uv" in rest.split()], "no uv at runtime"
     assert exec_form(next(rest for instr, rest in reversed(final) if instr == "CMD")) == ["ticketing", "api"]
 
@@ -493,7 +498,8 @@ def test_dockerfile_builds_a_small_non_root_image_with_uv() -> None:
 def test_api_port_and_probe_paths_agree() -> None:
     final = dockerfile_stages()[-1]
     exposed = {int(p.split("/")[0]) for instr, rest in final if instr == "EXPOSE" for p in rest.split()}
-    assert API_PORT in exposed and WORKER_METRICS_PORT in exposed
+    assert API_PORT in exposed
+    assert WORKER_METRICS_PORT in exposed
     assert dockerfile_env(final)["PORT"] == str(API_PORT)
     assert dockerfile_env(final)["HOST"] == "0.0.0.0", "uvicorn must listen on all interfaces in a container"
 
@@ -529,7 +535,8 @@ def test_api_port_and_probe_paths_agree() -> None:
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
     assert [p["path"] for p in paths] == ["/api/"], "only /api/ is exposed"
     backend = paths[0]["backend"]["service"]
-    assert backend["name"] == "ticketing-api" and backend["port"]["number"] == svc_port["port"]
+    assert backend["name"] == "ticketing-api"
+    assert backend["port"]["number"] == svc_port["port"]
 
 
 def test_worker_deployment_shuts_down_gracefully() -> None:

@@ -21,12 +21,16 @@ def assert_shape(response, status: int) -> list[dict]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert isinstance(body, dict) and set(body) == {"errors"}, body
+    assert isinstance(body, dict), body
+    assert set(body) == {"errors"}, body
     errors = body["errors"]
-    assert isinstance(errors, list) and errors, body
+    assert isinstance(errors, list), body
+    assert errors, body
     for err in errors:
-        assert isinstance(err, dict) and set(err) == {"message", "field"}, err
-        assert isinstance(err["message"], str) and err["message"], err
+        assert isinstance(err, dict), err
+        assert set(err) == {"message", "field"}, err
+        assert isinstance(err["message"], str), err
+        assert err["message"], err
         assert err["field"] is None or isinstance(err["field"], str), err
     return errors
 
@@ -70,7 +74,8 @@ async def test_malformed_json_on_authenticated_route(stack):
 async def test_wrong_top_level_type_400(stack, raw):
     r = await stack.api.post("/api/users/signup", content=raw, headers=JSON)
     errors = assert_shape(r, 400)
-    assert len(errors) == 1 and errors[0]["field"] is None
+    assert len(errors) == 1
+    assert errors[0]["field"] is None
 
 
 async def test_undecodable_and_empty_bodies_400(stack):
@@ -102,7 +107,8 @@ async def test_two_megabyte_body(stack):
     # Still serving, and nothing was stored.
     assert (await stack.api.get("/healthz")).status_code == 200
     r = await stack.api.get("/api/tickets")
-    assert r.status_code == 200 and r.json() == []
+    assert r.status_code == 200
+    assert r.json() == []
 
 
 async def test_validation_errors_one_entry_per_field(stack):
@@ -152,10 +158,13 @@ async def test_unexpected_exception_is_generic_500(caplog):
             r = await client.get("/boom")
         errors = assert_shape(r, 500)
         assert errors == [{"message": "Something went wrong", "field": None}]
-        assert "secret" not in r.text and "mongodb" not in r.text and "RuntimeError" not in r.text
+        assert "secret" not in r.text
+        assert "mongodb" not in r.text
+        assert "RuntimeError" not in r.text
         # The details are in the logs.
         logged = [rec for rec in caplog.records if rec.name == "api.errors" and rec.exc_info]
-        assert logged and isinstance(logged[-1].exc_info[1], RuntimeError)
+        assert logged
+        assert isinstance(logged[-1].exc_info[1], RuntimeError)
         assert "/boom" in logged[-1].getMessage()
 
         r = await client.post("/sync-boom")

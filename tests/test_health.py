@@ -97,7 +97,8 @@ async def test_nats_outage(servers, tmp_path):
                 assert r.status_code == 201, r.text
                 ticket = r.json()
                 r = await api.get(f"/api/tickets/{ticket['id']}")
-                assert r.status_code == 200 and r.json() == ticket
+                assert r.status_code == 200
+                assert r.json() == ticket
 
                 # ── NATS comes back (same port, same store) ────────────────────────────
                 nats_proc = start_and_wait("nats-outage", cmd, port, log_path=tmp_path / "nats-2.log")

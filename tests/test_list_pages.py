@@ -51,7 +51,8 @@ async def pages(stack, path: str, limit: int, headers: dict[str, str] | None = N
         if "link" in r.headers:
             assert len(out[-1]) == limit
             link = r.headers["link"]
-            assert link.endswith('>; rel="next"') and f"before={out[-1][-1]['id']}" in link
+            assert link.endswith('>; rel="next"')
+            assert f"before={out[-1][-1]['id']}" in link
             url = link[1 : link.index(">")]
         assert len(out) <= 50, "pages never end"
     return out
@@ -116,7 +117,8 @@ async def test_a_real_order_pages(stack):
     r = await stack.api.get(f"/api/orders?limit=1&before={orders[1]['id']}", headers=buyer)
     assert [o["id"] for o in r.json()] == [orders[0]["id"]]
     r = await stack.api.get(f"/api/orders?before={orders[0]['id']}", headers=buyer)
-    assert r.json() == [] and "link" not in r.headers
+    assert r.json() == []
+    assert "link" not in r.headers
     r = await stack.api.get("/api/tickets?limit=1")
     assert [t["id"] for t in r.json()] == [tickets[2]["id"]]  # the others are reserved
 
@@ -150,13 +152,15 @@ async def test_bad_page_params(stack, path, query, field):
 
 async def test_max_limit_and_openapi(stack):
     r = await stack.api.get(f"/api/tickets?limit={LIST_LIMIT_MAX}")
-    assert r.status_code == 200 and r.json() == []
+    assert r.status_code == 200
+    assert r.json() == []
     spec = (await stack.api.get("/openapi.json")).json()
     for path in ("/api/tickets", "/api/orders"):
         params = {p["name"]: p for p in spec["paths"][path]["get"]["parameters"] if p["in"] == "query"}
         assert params["limit"]["schema"]["maximum"] == LIST_LIMIT_MAX
         assert params["limit"]["schema"]["default"] == LIST_LIMIT_DEFAULT
-        assert params["limit"]["description"] and params["before"]["description"]
+        assert params["limit"]["description"]
+        assert params["before"]["description"]
 
 
 async def test_first_page_sees_documents_added_anywhere_since_the_last(stack):

@@ -57,9 +57,11 @@ async def test_create_order_reserves_ticket_and_publishes(stack):
 async def test_order_validation_and_errors(stack):
     buyer = await stack.signup()
     r = await stack.api.post("/api/orders", json={"ticketId": "nope"}, headers=buyer)
-    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "ticketId"
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["field"] == "ticketId"
     r = await stack.api.post("/api/orders", json={}, headers=buyer)
-    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "ticketId"
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["field"] == "ticketId"
     r = await stack.api.post("/api/orders", json={"ticketId": str(ObjectId())}, headers=buyer)
     assert r.status_code == 404
     r = await stack.api.post("/api/orders", json={"ticketId": str(ObjectId())})
@@ -89,7 +91,8 @@ async def test_reserved_ticket_refused_and_orders_listed_newest_first(stack):
     assert (await stack.api.get(f"/api/orders/{o1['id']}", headers=other)).status_code == 401
     assert (await stack.api.delete(f"/api/orders/{o1['id']}", headers=other)).status_code == 401
     shown = await stack.api.get(f"/api/orders/{o1['id']}", headers=buyer)
-    assert shown.status_code == 200 and shown.json()["id"] == o1["id"]
+    assert shown.status_code == 200
+    assert shown.json()["id"] == o1["id"]
 
 
 async def test_delete_twice_cancels_once_and_releases_ticket(stack):
@@ -106,7 +109,8 @@ async def test_delete_twice_cancels_once_and_releases_ticket(stack):
     assert third.status_code == 204
 
     shown = (await stack.api.get(f"/api/orders/{order['id']}", headers=buyer)).json()
-    assert shown["status"] == "cancelled" and shown["version"] == 1
+    assert shown["status"] == "cancelled"
+    assert shown["version"] == 1
     await stack.temporal.get_workflow_handle(order_workflow_id(order["id"])).result()
     cancelled = await stack.messages("order:cancelled")
     assert [(m.data, m.msg_id) for m in cancelled] == [
@@ -160,9 +164,11 @@ async def test_reservation_guard_holds_without_the_api_precheck(stack):
     outcomes = await asyncio.gather(*(outcome(h) for h in handles))
     won = [o for o in outcomes if o.status is not None]
     lost = [o for o in outcomes if o.rejected_reason == "Ticket is already reserved"]
-    assert len(won) == 1 and len(lost) == 19
+    assert len(won) == 1
+    assert len(lost) == 19
     stored = await Ticket.get(ticket["id"])
-    assert stored is not None and stored.order_id == won[0].order_id
+    assert stored is not None
+    assert stored.order_id == won[0].order_id
     assert await Order.find(Order.ticket.id == ticket["id"]).count() == 1
 
 

@@ -210,9 +210,11 @@ async def test_lost_confirm_reply_is_retried_without_a_second_charge(servers):
             assert proxy.created_intents == [charge["stripeId"]]  # one create, its reply kept
             calls = proxy.intent_calls(charge["stripeId"])
             confirms = [c for c in calls if c.path.endswith("/confirm")]
-            assert len(confirms) == 1 and confirms[0].status is None  # the lost one, never repeated
+            assert len(confirms) == 1
+            assert confirms[0].status is None
             assert len(calls) >= 2  # the retry asked Stripe again (retrieve) before confirming
-            assert calls[-1].method == "GET" and calls[-1].status == 200
+            assert calls[-1].method == "GET"
+            assert calls[-1].status == 200
 
             async with local_stripe(stack.settings.stripe_api_base) as ls:
                 intents = await ls.intents_for_order(order["id"])
@@ -225,7 +227,8 @@ async def test_lost_confirm_reply_is_retried_without_a_second_charge(servers):
             handle = stack.temporal.get_workflow_handle(f"order-{order['id']}")
             history = await handle.fetch_history()
             retried = [m["attempt"] for m in local_activity_markers(history) if m["activity_type"] == "charge_order"]
-            assert retried and max(retried) >= 2, retried
+            assert retried, retried
+            assert max(retried) >= 2, retried
     finally:
         await proxy.stop()
 
@@ -240,7 +243,8 @@ async def test_lost_create_reply_never_charges_twice(servers):
             r = await _pay(stack, buyer, order["id"])
             assert r.status_code == 201, r.text
             charge = r.json()
-            assert len(proxy.dropped) == 1 and len(proxy.created_intents) == 2, proxy.seen
+            assert len(proxy.dropped) == 1, proxy.seen
+            assert len(proxy.created_intents) == 2, proxy.seen
             assert charge["stripeId"] == proxy.created_intents[1]
             async with local_stripe(stack.settings.stripe_api_base) as ls:
                 statuses = {pi["id"]: pi["status"] for pi in await ls.intents_for_order(order["id"])}
@@ -298,7 +302,8 @@ async def test_anything_but_a_payment_method_or_card_token_is_refused(stack):
         assert r.status_code == 400, (token, r.text)
         errors = r.json()["errors"]
         assert [e["field"] for e in errors] == ["token"], errors
-        assert "pm_" in errors[0]["message"] and "tok_" in errors[0]["message"], errors
+        assert "pm_" in errors[0]["message"], errors
+        assert "tok_" in errors[0]["message"], errors
         assert token == "pm_" or token not in r.text  # never echoed (it may be a card number)
     # a well-formed token Stripe does not know (localstripe has no tok_visa): 400 on the token too
     r = await _pay(stack, buyer, order["id"], "tok_visa")

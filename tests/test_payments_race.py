@@ -78,11 +78,14 @@ async def test_payments_at_expiry_end_complete_xor_cancelled(servers):
                     assert [(c.stripe_id, c.status) for c in charges] == [(charge["stripeId"], ChargeStatus.SUCCEEDED)]
                     assert stored.payment_intent_id == charge["stripeId"]
                     assert stored.version == order["version"] + 1
-                    assert oid in charge_msgs and oid not in cancel_msgs
+                    assert oid in charge_msgs
+                    assert oid not in cancel_msgs
                 else:
                     assert response.status_code == 400, response.text
-                    assert succeeded == [] and charges == []
-                    assert oid in cancel_msgs and oid not in charge_msgs
+                    assert succeeded == []
+                    assert charges == []
+                    assert oid in cancel_msgs
+                    assert oid not in charge_msgs
                 for pi in succeeded:
                     assert await ls.refunds_for(pi["id"]) == []
 
@@ -102,7 +105,8 @@ async def test_pending_three_d_secure_is_cancelled_with_the_order(stack):
         r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer)
         assert r.status_code == 202, r.text
         action = r.json()
-        assert action["status"] == "requires_action" and action["clientSecret"]
+        assert action["status"] == "requires_action"
+        assert action["clientSecret"]
         intent_id = action["paymentIntentId"]
 
         r = await stack.api.delete(f"/api/orders/{order['id']}", headers=buyer)

@@ -145,7 +145,8 @@ async def assert_settled_once(stack: Stack, ls: LocalStripe, cases: Cases) -> No
     assert (kept.status, kept.refund_id, str(kept.id)) == (ChargeStatus.SUCCEEDED, None, cases.own_charge_id)
     recorded = charges[cases.b["id"]]
     assert (recorded.status, recorded.amount, recorded.currency) == (ChargeStatus.SUCCEEDED, 2050, "usd")
-    assert cases.e["id"] not in charges and cases.d["id"] not in charges
+    assert cases.e["id"] not in charges
+    assert cases.d["id"] not in charges
 
     published = await stack.messages("charge:created")
     assert [(m.data, m.msg_id) for m in published] == [
@@ -184,7 +185,8 @@ async def test_one_run_settles_each_case_once_and_a_second_changes_nothing(serve
         f = first.figures
         assert (f.refunded, f.recorded, f.cancelled, f.unchanged, f.left_open) == (2, 1, 1, 1, 1), f
         assert (f.pending, f.errors, f.error_details) == (0, 0, [])
-        assert f.foreign >= 1 and f.seen == 6 + f.foreign
+        assert f.foreign >= 1
+        assert f.seen == 6 + f.foreign
         assert first.watermark <= cases.e["created"]  # held back by the open order's intent
         await assert_settled_once(stack, ls, cases)
 
@@ -233,7 +235,8 @@ async def test_two_overlapping_runs_settle_each_once(stack: Stack):
         first = await stack.temporal.get_workflow_handle(
             chained, run_id=last.raw_description.workflow_execution_info.first_run_id
         ).describe()
-        assert last.run_id != first.run_id and first.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+        assert last.run_id != first.run_id
+        assert first.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
 
         def total(name: str) -> int:
             return sum(getattr(r.figures, name) for r in runs)

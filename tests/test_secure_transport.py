@@ -227,7 +227,8 @@ async def test_api_and_worker_over_tls_with_credentials(servers: Servers, secure
             mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
             try:
                 stored = await mongo[settings.mongo_db].orders.find_one({"status": "complete"})
-                assert stored is not None and str(stored["_id"]) == order["id"]
+                assert stored is not None
+                assert str(stored["_id"]) == order["id"]
             finally:
                 await mongo.close()
         finally:
@@ -246,10 +247,14 @@ async def test_temporal_refuses_untrusted_or_anonymous_clients(servers: Servers,
         update={"temporal_tls_client_cert_path": None, "temporal_tls_client_key_path": None}
     )
     plain = good.model_copy(update={"temporal_tls": False})
+
+    async def use(settings: Settings) -> None:
+        client = await asyncio.wait_for(connect_temporal(settings), 30)
+        await asyncio.wait_for(client.count_workflows(), 10)
+
     for bad in (untrusted_server, no_client_cert, plain):
         with pytest.raises(RuntimeError):
-            client = await asyncio.wait_for(connect_temporal(bad), 30)
-            await asyncio.wait_for(client.count_workflows(), 10)
+            await use(bad)
 
 
 async def test_nats_refuses_untrusted_or_anonymous_clients(servers: Servers, secure: SecureServers):
@@ -263,9 +268,7 @@ async def test_nats_refuses_untrusted_or_anonymous_clients(servers: Servers, sec
         {"nats_tls_cert": None, "nats_tls_key": None},  # no client certificate
     ):
         with pytest.raises((NatsError, ssl.SSLError, OSError, asyncio.TimeoutError)):
-            nc = await nats.connect(**nats_options(good.model_copy(update=update)), allow_reconnect=False)
-            await nc.flush(timeout=3)
-            await nc.close()
+            await connect_and_flush(good.model_copy(update=update))
 
 
 async def test_nats_token_and_cluster_url_list(servers: Servers, secure: SecureServers, tmp_path: Path):
@@ -291,10 +294,7 @@ async def test_nats_token_and_cluster_url_list(servers: Servers, secure: SecureS
         finally:
             await bus.close()
         with pytest.raises(NatsError):
-            nc = await nats.connect(
-                **nats_options(base.model_copy(update={"nats_token": "wrong"})), allow_reconnect=False
-            )
-            await nc.close()
+            await connect_and_flush(base.model_copy(update={"nats_token": "wrong"}))
     finally:
         proc.stop(10)
 
@@ -339,8 +339,10 @@ def test_temporal_profile_file_and_environment(clean_env: pytest.MonkeyPatch, tm
     clean_env.setenv("TEMPORAL_CONFIG_FILE", str(config))
     clean_env.setenv("TEMPORAL_PROFILE", "cloud")
     connect = Settings().temporal_connect_config()
-    assert connect["target_host"] == "ns.acct.tmprl.cloud:7233" and connect["namespace"] == "ns.acct"
-    assert connect["api_key"] == "key-from-file" and connect["tls"] is True  # an API key implies TLS
+    assert connect["target_host"] == "ns.acct.tmprl.cloud:7233"
+    assert connect["namespace"] == "ns.acct"
+    assert connect["api_key"] == "key-from-file"
+    assert connect["tls"] is True
     # The contract's names still win over the profile, from the environment or given directly.
     clean_env.setenv("TEMPORAL_NAMESPACE", "other")
     assert Settings().temporal_connect_config()["namespace"] == "other"
@@ -365,7 +367,8 @@ def test_prod_refuses_plain_text_to_remote_temporal_or_mongo(clean_env: pytest.M
         with pytest.raises(ValidationError) as failure:
             Settings(app_env="prod", **PROD_SECRETS, **bad)
         message = str(failure.value)
-        assert all(name in message for name in names) and "ALLOW_INSECURE_TRANSPORT=true" in message, message
+        assert all(name in message for name in names), message
+        assert "ALLOW_INSECURE_TRANSPORT=true" in message, message
     for good in (
         {},  # loopback: a sidecar or a port-forward
         {**remote_temporal, "temporal_tls": True, "mongo_url": "mongodb+srv://app:pw@cluster0.abcde.mongodb.net/"},
@@ -380,3 +383,11 @@ def test_prod_refuses_plain_text_to_remote_temporal_or_mongo(clean_env: pytest.M
     clean_env.setenv("TEMPORAL_ADDRESS", "temporal.internal:7233")
     clean_env.setenv("ALLOW_INSECURE_TRANSPORT", "true")
     Settings(app_env="prod", **PROD_SECRETS)
+
+
+async def connect_and_flush(settings: Settings) -> None:
+    nc = await nats.connect(**nats_options(settings), allow_reconnect=False)
+    try:
+        await nc.flush(timeout=3)
+    finally:
+        await nc.close()

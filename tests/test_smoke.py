@@ -1,4 +1,4 @@
-async def test_order_expires_and_publishes(stack):
+async def test_order_cancelled_by_buyer_is_published_once(stack):
     seller = await stack.signup()
     buyer = await stack.signup()
     ticket = await stack.create_ticket(seller, price=20.5)
@@ -11,4 +11,6 @@ async def test_order_expires_and_publishes(stack):
     assert r.status_code == 204, r.text
     msgs = await stack.wait_for_messages("order:cancelled", 1)
     assert msgs[0].data["version"] == 1
-    print([(m.subject, m.msg_id) for m in await stack.messages()])
+    ids = [m.msg_id for m in await stack.messages()]
+    assert f"order:cancelled:{order['id']}:1" in ids
+    assert len(ids) == len(set(ids))  # every fact once

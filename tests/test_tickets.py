@@ -37,8 +37,11 @@ async def test_create_ticket(stack):
     assert r.json() == ticket
 
     doc = await stored(ticket["id"])
-    assert doc["price"] == 2050 and isinstance(doc["price"], int)
-    assert doc["title"] == "Concert" and doc["user_id"] == me["id"] and doc["version"] == 0
+    assert doc["price"] == 2050
+    assert isinstance(doc["price"], int)
+    assert doc["title"] == "Concert"
+    assert doc["user_id"] == me["id"]
+    assert doc["version"] == 0
 
 
 @pytest.mark.parametrize(("price", "cents"), [(1, 100), (0.01, 1), (19.99, 1999), (10.1, 1010), (1000000, 100000000)])
@@ -126,7 +129,8 @@ async def test_list_shows_free_tickets_and_hides_reserved(stack):
     seller = await stack.signup()
     buyer = await stack.signup()
     r = await stack.api.get("/api/tickets")
-    assert r.status_code == 200 and r.json() == []
+    assert r.status_code == 200
+    assert r.json() == []
 
     a = await stack.create_ticket(seller, title="A", price=10)
     b = await stack.create_ticket(seller, title="B", price=15.25)
@@ -165,7 +169,8 @@ async def test_update_by_owner(stack):
     assert updated == {**ticket, "title": "New title", "price": 30.25, "version": 1}
     assert (await stack.api.get(f"/api/tickets/{ticket['id']}")).json() == updated
     doc = await stored(ticket["id"])
-    assert doc["price"] == 3025 and doc["version"] == 1
+    assert doc["price"] == 3025
+    assert doc["version"] == 1
 
     msgs = await stack.wait_for_messages("ticket:updated", 1)
     assert len(msgs) == 1
@@ -181,7 +186,8 @@ async def test_update_by_owner(stack):
 
     # A second edit: version 2, a second event with its own msg id.
     r = await stack.api.put(f"/api/tickets/{ticket['id']}", json={"title": "Third", "price": 5}, headers=headers)
-    assert r.status_code == 200 and r.json()["version"] == 2
+    assert r.status_code == 200
+    assert r.json()["version"] == 2
     msgs = await stack.wait_for_messages("ticket:updated", 2)
     assert [m.msg_id for m in msgs] == [f"ticket:updated:{ticket['id']}:1", f"ticket:updated:{ticket['id']}:2"]
 

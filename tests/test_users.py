@@ -57,7 +57,8 @@ async def test_signup_returns_session_and_httponly_cookie(stack):
     assert len(body["id"]) == 24
 
     claims = jwt.decode(body["token"], stack.settings.jwt_key, algorithms=["HS256"])
-    assert claims["id"] == body["id"] and claims["email"] == email
+    assert claims["id"] == body["id"]
+    assert claims["email"] == email
     assert claims["exp"] > datetime.now(UTC).timestamp()
 
     value, attrs = _session_cookie(r)
@@ -132,9 +133,11 @@ async def test_signin_good_credentials(stack):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"id", "email", "token"}
-    assert body["id"] == user_id and body["email"] == email
+    assert body["id"] == user_id
+    assert body["email"] == email
     value, attrs = _session_cookie(r)
-    assert value == body["token"] and "httponly" in attrs
+    assert value == body["token"]
+    assert "httponly" in attrs
     claims = jwt.decode(value, stack.settings.jwt_key, algorithms=["HS256"])
     assert claims["id"] == user_id
 
@@ -174,7 +177,8 @@ async def test_signout_clears_cookie(stack):
         "expires" in attrs and parsedate_to_datetime(attrs["expires"]) <= datetime.now(UTC)
     )
     assert cleared, attrs
-    assert "httponly" in attrs and attrs.get("path") == "/"
+    assert "httponly" in attrs
+    assert attrs.get("path") == "/"
     # The client dropped the cookie, so it is signed out.
     assert not stack.api.cookies.get("session")
     r = await stack.api.get("/api/users/currentuser")
@@ -192,11 +196,13 @@ async def test_currentuser_with_cookie_bearer_and_none(stack):
 
     # Cookie set by signup (kept by the client's jar).
     r = await stack.api.get("/api/users/currentuser")
-    assert r.status_code == 200 and r.json() == expected
+    assert r.status_code == 200
+    assert r.json() == expected
 
     stack.api.cookies.clear()
     r = await stack.api.get("/api/users/currentuser")
-    assert r.status_code == 200 and r.json() == {"currentUser": None}
+    assert r.status_code == 200
+    assert r.json() == {"currentUser": None}
 
     r = await stack.api.get("/api/users/currentuser", headers={"Cookie": f"session={token}"})
     assert r.json() == expected
@@ -295,7 +301,8 @@ async def test_rate_limit_is_shared_and_indexed(stack):
     assert indexes["expire_at"]["expireAfterSeconds"] == SIGNIN_WINDOW_SECONDS
     assert indexes["key_at"]["key"] == {"key": 1, "at": 1}
     plan = await collection.find({"key": "ip:10.0.0.1", "at": {"$gt": utcnow() - timedelta(seconds=60)}}).explain()
-    assert "IXSCAN" in str(plan["queryPlanner"]["winningPlan"]) and "key_at" in str(plan), plan
+    assert "IXSCAN" in str(plan["queryPlanner"]["winningPlan"]), plan
+    assert "key_at" in str(plan), plan
 
 
 # ── cookie flags by environment ───────────────────────────────────────────────────────
@@ -317,12 +324,15 @@ def test_prod_cookies_are_secure():
     set_session_cookie(response, settings, "tok")
     name, value, attrs = _cookie_attrs(response.headers["set-cookie"])
     assert (name, value) == ("session", "tok")
-    assert "secure" in attrs and "httponly" in attrs
+    assert "secure" in attrs
+    assert "httponly" in attrs
 
     response = Response()
     clear_session_cookie(response, settings)
     name, _, attrs = _cookie_attrs(response.headers["set-cookie"])
-    assert name == "session" and "secure" in attrs and attrs.get("max-age") == "0"
+    assert name == "session"
+    assert "secure" in attrs
+    assert attrs.get("max-age") == "0"
 
 
 @pytest.mark.parametrize("env", ["dev", "test"])
@@ -332,7 +342,8 @@ def test_dev_and_test_cookies_are_not_secure(env):
     response = Response()
     set_session_cookie(response, settings, "tok")
     _, _, attrs = _cookie_attrs(response.headers["set-cookie"])
-    assert "secure" not in attrs and "httponly" in attrs
+    assert "secure" not in attrs
+    assert "httponly" in attrs
 
 
 def test_prod_requires_secrets():

@@ -249,7 +249,8 @@ async def test_sign_up_sell_reserve_pay(web: Web, browser: Browser):
         await expect(buyer.locator("#order-status")).to_have_text("complete")
         # the card went to Stripe only: our server saw a token
         payments = [body for method, url, body in to_us if method == "POST" and url.endswith("/api/payments")]
-        assert len(payments) == 1 and '"token":"tok_' in payments[0], to_us
+        assert len(payments) == 1, to_us
+        assert '"token":"tok_' in payments[0], to_us
         assert not [r for r in to_us if VISA in r[1] + r[2]], to_us
         await expect(buyer.locator("#payment")).to_be_hidden()
         await expect(buyer.locator("#countdown")).to_be_hidden()
@@ -291,7 +292,8 @@ async def test_three_d_secure_completes_in_the_page(web: Web, browser: Browser):
         await expect(page.locator("#payment")).to_be_hidden()
 
     charges = await Charge.find(Charge.order_id == order_id).to_list()
-    assert len(charges) == 1 and charges[0].amount == 2050
+    assert len(charges) == 1
+    assert charges[0].amount == 2050
     msgs = await web.stack.wait_for_messages("charge:created", 1)
     assert [m.data["orderId"] for m in msgs] == [order_id]
 
@@ -331,7 +333,8 @@ async def test_an_order_left_alone_turns_cancelled_on_screen(servers: Servers, w
         await shot(page, "order-cancelled")
         ticket = (await api_order(web, ctx, order_id))["ticket"]
         stored = await Ticket.get(PydanticObjectId(ticket["id"]))
-        assert stored is not None and stored.order_id is None  # free again
+        assert stored is not None
+        assert stored.order_id is None
 
 
 async def test_failed_authentication_shows_why_and_another_card_pays(web: Web, browser: Browser):
@@ -348,4 +351,5 @@ async def test_failed_authentication_shows_why_and_another_card_pays(web: Web, b
         await page.click("#pay")
         await expect(page.locator("#order-status")).to_have_text("complete")
     charges = await Charge.find(Charge.order_id == order_id).to_list()
-    assert len(charges) == 1 and charges[0].status.value == "succeeded"
+    assert len(charges) == 1
+    assert charges[0].status.value == "succeeded"

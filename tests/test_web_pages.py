@@ -50,7 +50,8 @@ async def test_signed_out_visitors_are_sent_to_sign_in(stack):
         assert r.status_code == 303, (path, r.text)
         assert r.headers["location"] == f"/signin?next={path}"
     r = await stack.api.get("/")
-    assert r.status_code == 200 and 'href="/signin"' in r.text
+    assert r.status_code == 200
+    assert 'href="/signin"' in r.text
 
 
 async def test_someone_elses_or_unknown_order_and_ticket_are_404_pages(stack):
@@ -66,7 +67,8 @@ async def test_someone_elses_or_unknown_order_and_ticket_are_404_pages(stack):
     ):
         r = await stack.api.get(path, headers=cookie(who))
         assert r.status_code == 404, (path, r.text)
-        assert "not found" in r.text and r.headers["content-type"].startswith("text/html")
+        assert "not found" in r.text
+        assert r.headers["content-type"].startswith("text/html")
         assert ticket["title"] not in r.text or "/tickets/" in path
     # unknown routes keep the contract's JSON 404
     assert_error(await stack.api.get("/nowhere"), 404)
@@ -81,7 +83,8 @@ async def test_security_headers_on_pages(stack_factory, servers):
     assert csp["script-src"] == f"'self' {stripe}"
     assert csp["connect-src"] == f"'self' {stripe}"
     assert csp["frame-src"] == stripe
-    assert csp["frame-ancestors"] == "'none'" and csp["object-src"] == "'none'"
+    assert csp["frame-ancestors"] == "'none'"
+    assert csp["object-src"] == "'none'"
     assert "unsafe-inline" not in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["cache-control"] == "no-store"
@@ -90,7 +93,7 @@ async def test_security_headers_on_pages(stack_factory, servers):
 
 
 @pytest.mark.parametrize(
-    "settings_overrides, script, connect",
+    ("settings_overrides", "script", "connect"),
     [
         ({}, "'self' https://js.stripe.com", "'self' https://js.stripe.com https://api.stripe.com"),
         (

@@ -69,7 +69,8 @@ async def test_three_d_secure_payment_completes_by_webhook_once(stack):
     assert (shown["status"], shown["version"]) == ("complete", order["version"] + 2)
     msgs = await stack.wait_for_messages("charge:created", 1)
     assert len(msgs) == 1
-    assert msgs[0].data["stripeId"] == intent_id and msgs[0].data["amount"] == 2050
+    assert msgs[0].data["stripeId"] == intent_id
+    assert msgs[0].data["amount"] == 2050
     charges = await Charge.find(Charge.order_id == order["id"]).to_list()
     assert [(c.stripe_id, c.status.value) for c in charges] == [(intent_id, "succeeded")]
 

@@ -155,17 +155,17 @@ class _OrderLifecycle:
         """Cancel (expiry or buyer) in one local activity: order cancelled and ticket released
         concurrently, then order:cancelled and ticket:updated. expiration:complete (the timer's fact,
         needing no stored state) goes out with the writes."""
-        assert self.ticket is not None
-        released = self.ticket.model_copy(update={"version": self.ticket.version + 1, "order_id": None})
+        ticket = self._held_ticket()
+        released = ticket.model_copy(update={"version": ticket.version + 1, "order_id": None})
         version = self.state.version + 1
         order_id = self.order.order_id
         transition = Transition(
             change=OrderChange(order_id=order_id, expected_version=self.state.version, status=OrderStatus.CANCELLED),
-            release=ReleaseInput(ticket_id=self.ticket.id, order_id=order_id, reserved_version=self.ticket.version),
+            release=ReleaseInput(ticket_id=ticket.id, order_id=order_id, reserved_version=ticket.version),
             first=[events.Envelope.of(events.ExpirationComplete(order_id=order_id))] if expired else [],
             then=[
                 events.Envelope.of(
-                    events.OrderCancelled(id=order_id, version=version, ticket=events.TicketId(id=self.ticket.id))
+                    events.OrderCancelled(id=order_id, version=version, ticket=events.TicketId(id=ticket.id))
                 ),
                 ticket_updated_event(released),
             ],
@@ -173,6 +173,18 @@ class _OrderLifecycle:
         await workflow.execute_local_activity_method(OrderActivities.transition, transition, **STORE)
         self.state.version = version
         self._set_status(OrderStatus.CANCELLED)
+
+    # Invariants of the lifecycle: broken only by a bug. A failed `assert` would fail the workflow
+    # task and retry it forever; this fails the workflow and says what was wrong.
+    def _held_ticket(self) -> TicketInfo:
+        if self.ticket is None:
+            raise ApplicationError("Order has no reserved ticket", type="InvariantBroken", non_retryable=True)
+        return self.ticket
+
+    def _pending(self) -> IntentResult:
+        if self.pending_intent is None:
+            raise ApplicationError("No pending 3-D Secure payment", type="InvariantBroken", non_retryable=True)
+        return self.pending_intent
 
     def _refused(self, err: ActivityError | ApplicationError) -> None:
         # A local activity's failure may arrive unwrapped (ApplicationError, not ActivityError).
@@ -336,8 +348,7 @@ class _OrderLifecycle:
         return self.pending_intent is not None and self.pending_intent.id in self.confirmed_intents
 
     async def _complete_pending(self) -> None:
-        assert self.pending_intent is not None
-        intent, self.pending_intent = self.pending_intent, None
+        intent, self.pending_intent = self._pending(), None
         self.state.charging = True
         try:
             await self._record_charge(intent)
@@ -346,9 +357,8 @@ class _OrderLifecycle:
 
     async def _settle_pending_intent(self) -> None:
         """The order closes while 3-D Secure is pending: cancel the intent unless it already succeeded."""
-        assert self.pending_intent is not None
         intent = await workflow.execute_activity_method(
-            PaymentActivities.cancel_payment_intent, self.pending_intent.id, **STRIPE
+            PaymentActivities.cancel_payment_intent, self._pending().id, **STRIPE
         )
         if intent.status == "succeeded":
             self.confirmed_intents.add(intent.id)
@@ -465,16 +475,16 @@ class _OrderLifecycle:
 
     async def _cancel(self) -> None:
         """Before one_step: cancel, release, then two publishes, each its own local activity."""
-        assert self.ticket is not None
+        ticket = self._held_ticket()
         await self._change(OrderStatus.CANCELLED)
         # Release before announcing, so whoever hears order:cancelled finds the ticket free.
         released = await self._store(
             OrderActivities.release_ticket,
-            ReleaseInput(ticket_id=self.ticket.id, order_id=self.order.order_id, reserved_version=self.ticket.version),
+            ReleaseInput(ticket_id=ticket.id, order_id=self.order.order_id, reserved_version=ticket.version),
         )
         await self._publish(
             events.OrderCancelled(
-                id=self.order.order_id, version=self.state.version, ticket=events.TicketId(id=self.ticket.id)
+                id=self.order.order_id, version=self.state.version, ticket=events.TicketId(id=ticket.id)
             )
         )
         await self._publish_ticket_updated(released)

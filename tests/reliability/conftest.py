@@ -372,7 +372,8 @@ async def audit(
     )
     record(result.line())
     assert not problems, "\n".join(problems[:20])
-    assert lost == 0 and duplicates == 0
+    assert lost == 0
+    assert duplicates == 0
     assert outcomes["complete"] + outcomes["cancelled"] == len(placed.orders)
     return result
 

@@ -32,11 +32,16 @@ EXAMPLES = 25  # per operation
 
 
 def assert_error_shape(status: int, body: Any) -> None:
-    assert isinstance(body, dict) and set(body) <= {"errors", "down"} and "errors" in body, (status, body)
-    assert isinstance(body["errors"], list) and body["errors"], (status, body)
+    assert isinstance(body, dict), (status, body)
+    assert set(body) <= {"errors", "down"}, (status, body)
+    assert "errors" in body, (status, body)
+    assert isinstance(body["errors"], list), (status, body)
+    assert body["errors"], (status, body)
     for err in body["errors"]:
-        assert isinstance(err, dict) and set(err) == {"message", "field"}, (status, body)
-        assert isinstance(err["message"], str) and err["message"], (status, body)
+        assert isinstance(err, dict), (status, body)
+        assert set(err) == {"message", "field"}, (status, body)
+        assert isinstance(err["message"], str), (status, body)
+        assert err["message"], (status, body)
         assert err["field"] is None or isinstance(err["field"], str), (status, body)
 
 

@@ -200,6 +200,7 @@ async def test_stripe_500_first_then_timeout_after_success(servers: Servers):
                 started=started,
                 extra=http_tally(statuses),
             )
-            assert proxy.failed and proxy.dropped
+            assert proxy.failed
+            assert proxy.dropped
     finally:
         await proxy.stop()

@@ -186,7 +186,8 @@ async def _exercise_and_scan(stack: Stack, caplog: pytest.LogCaptureFixture) -> 
     pages = ["/", f"/tickets/{ticket['id']}", "/orders", f"/orders/{order['id']}", "/sell", "/signin", "/signup"]
     for path in pages:
         r = await call("GET", path, headers=browser)
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (path, r.status_code)
+        assert r.status_code == 200, (path, r.status_code)
+        assert r.headers["content-type"].startswith("text/html"), (path, r.status_code)
         assert token not in r.text, path  # the session stays in its httpOnly cookie
 
     stored = await User.find_one(User.email == email)
@@ -226,7 +227,9 @@ async def _exercise_and_scan(stack: Stack, caplog: pytest.LogCaptureFixture) -> 
 async def test_cookies_httponly_and_secure_in_prod(servers: Servers, stack: Stack):
     r = await stack.api.post("/api/users/signup", json={"email": f"c{time.time_ns()}@test.com", "password": "password"})
     cookie = r.headers["set-cookie"]
-    assert "session=" in cookie and "httponly" in cookie.lower() and "secure" not in cookie.lower(), cookie
+    assert "session=" in cookie, cookie
+    assert "httponly" in cookie.lower(), cookie
+    assert "secure" not in cookie.lower(), cookie
 
     settings = servers.settings(
         app_env="prod",
@@ -249,7 +252,8 @@ async def test_cookies_httponly_and_secure_in_prod(servers: Servers, stack: Stac
             seen.append(r.headers["set-cookie"])
             for c in seen:
                 flags = [part.strip().lower() for part in c.split(";")]
-                assert "httponly" in flags and "secure" in flags, c
+                assert "httponly" in flags, c
+                assert "secure" in flags, c
                 assert "samesite=lax" in flags, c
     record("[security] cookies: httpOnly always, Secure with APP_ENV=prod (signup, signin, signout)")
 
@@ -262,7 +266,8 @@ async def test_signin_attempts_are_rate_limited(stack: Stack):
     for _ in range(15):
         r = await stack.api.post("/api/users/signin", json={"email": email, "password": "wrong-password"})
         statuses.append(r.status_code)
-    assert statuses[:10] == [400] * 10 and set(statuses[10:]) == {429}, statuses
+    assert statuses[:10] == [400] * 10, statuses
+    assert set(statuses[10:]) == {429}, statuses
     # even the right password is refused while the limit holds
     r = await stack.api.post("/api/users/signin", json={"email": email, "password": "right-password"})
     assert r.status_code == 429
