@@ -23,6 +23,7 @@ from ticketing.orders import (
     OrderChange,
     RecordChargeInput,
     RecordedCharge,
+    Refusal,
     ReleaseInput,
     Reservation,
     ReserveInput,
@@ -114,7 +115,7 @@ class OrderActivities:
         if doc is None:
             raise ApplicationError("Ticket not found", type=Errors.TICKET_RESERVED, non_retryable=True)
         if doc.get("order_id") != req.order_id:  # not ours from an earlier attempt
-            raise ApplicationError("Ticket is already reserved", type=Errors.TICKET_RESERVED, non_retryable=True)
+            raise ApplicationError(Refusal.TICKET_RESERVED, type=Errors.TICKET_RESERVED, non_retryable=True)
         ticket = _ticket_info(doc)
         # The Order document's fields (ticketing/documents.py), written without Beanie's per-insert
         # validation and state tracking: a fifth of this activity's CPU (py-spy).

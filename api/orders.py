@@ -12,7 +12,7 @@ from api.errors import BadRequest, NotAuthorized, NotFound
 from api.schemas import LIST_RESPONSES, ListBefore, ListLimit, OrderBody, OrderOut, next_page_link, parse_object_id
 from ticketing import order_service, queries
 from ticketing.documents import Order, OrderStatus, Ticket
-from ticketing.orders import TicketInfo
+from ticketing.orders import Refusal, TicketInfo
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 
@@ -36,7 +36,7 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
     if ticket is None:
         raise NotFound("Ticket not found")
     if ticket.order_id is not None:  # fast refusal; the workflow's reservation is the real guard
-        raise BadRequest("Ticket is already reserved")
+        raise BadRequest(Refusal.TICKET_RESERVED)
 
     order, reserved = await order_service.start_order(
         services.temporal,
@@ -75,10 +75,10 @@ async def show_order(order_id: str, user: RequiredUser) -> OrderOut:
 async def cancel_order(order_id: str, user: RequiredUser, services: Deps) -> Response:
     order = await owned_order(order_id, user)
     if order.status == OrderStatus.COMPLETE:
-        raise BadRequest("Cannot cancel a complete order")
+        raise BadRequest(Refusal.COMPLETE)
     if order.status != OrderStatus.CANCELLED and not await order_service.cancel(services.temporal, order_id):
         # The workflow has already closed: the stored order tells how it ended.
         order = await owned_order(order_id, user)
         if order.status != OrderStatus.CANCELLED:
-            raise BadRequest("Cannot cancel a complete order")
+            raise BadRequest(Refusal.COMPLETE)
     return Response(status_code=204)

@@ -22,7 +22,7 @@ from api.orders import owned_order
 from api.schemas import ChargeOut, PaymentActionOut, PaymentBody, parse_object_id
 from ticketing import order_service
 from ticketing.documents import Order, OrderStatus, utcnow
-from ticketing.orders import RefundInput
+from ticketing.orders import RefundInput, Refusal
 from ticketing.temporal import order_workflow_id, refund_workflow_id
 from workflows.order import OrderWorkflow
 from workflows.refund import RefundWorkflow
@@ -33,11 +33,11 @@ router = APIRouter(prefix="/api/payments", tags=["payments"])
 
 def _refuse_unpayable(order: Order) -> None:
     if order.status == OrderStatus.CANCELLED:
-        raise BadRequest("Cannot pay for a cancelled order")
+        raise BadRequest(Refusal.CANCELLED)
     if order.status == OrderStatus.COMPLETE:
-        raise BadRequest("Order has already been paid")
+        raise BadRequest(Refusal.PAID)
     if order.expires_at <= utcnow():
-        raise BadRequest("Order has expired")
+        raise BadRequest(Refusal.EXPIRED)
 
 
 @router.post(

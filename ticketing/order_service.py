@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 from ticketing.documents import OrderStatus
 from ticketing.errors import BadRequest, ServiceError
 from ticketing.money import to_major
-from ticketing.orders import Errors, OrderInput, OrderState, PaymentOutcome, PayRequest, TicketInfo
+from ticketing.orders import Errors, OrderInput, OrderState, PaymentOutcome, PayRequest, Refusal, TicketInfo
 from ticketing.settings import Settings
 from ticketing.temporal import ORDER_STATUS, TICKET_ID, USER_ID, order_workflow_id
 from workflows.order import OrderWorkflow
@@ -90,7 +90,7 @@ async def start_order(
         handle = await start.workflow_handle()
         outcome = await handle.result()
     if outcome.rejected_reason or outcome.ticket is None:
-        raise BadRequest(outcome.rejected_reason or "Ticket is already reserved")
+        raise BadRequest(outcome.rejected_reason or Refusal.TICKET_RESERVED)
     return order, outcome
 
 

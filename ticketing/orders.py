@@ -167,6 +167,19 @@ class RefundInput(BaseModel):
 ChargeResult.model_rebuild()
 
 
+class Refusal:
+    """The words of each refusal, written once: the API's fast pre-checks and the workflow's
+    validators (the real guards) answer the same."""
+
+    TICKET_RESERVED = "Ticket is already reserved"
+    NOT_RESERVED = "Order is not reserved"
+    PAID = "Order has already been paid"
+    CANCELLED = "Cannot pay for a cancelled order"
+    EXPIRED = "Order has expired"
+    CHARGING = "A payment for this order is in progress"
+    COMPLETE = "Cannot cancel a complete order"
+
+
 class Errors:
     """ApplicationError types raised by the order workflow and its activities."""
 

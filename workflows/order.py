@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         RecordChargeInput,
         RecordedCharge,
         RefundInput,
+        Refusal,
         ReleaseInput,
         Reservation,
         ReserveInput,
@@ -246,19 +247,19 @@ class _OrderLifecycle:
     @pay.validator
     def validate_pay(self, request: PayRequest) -> None:
         if self.state.status is None:
-            raise ApplicationError("Order is not reserved", type=Errors.NOT_PAYABLE)
+            raise ApplicationError(Refusal.NOT_RESERVED, type=Errors.NOT_PAYABLE)
         if self.state.status == OrderStatus.COMPLETE:
-            raise ApplicationError("Order has already been paid", type=Errors.NOT_PAYABLE)
+            raise ApplicationError(Refusal.PAID, type=Errors.NOT_PAYABLE)
         if self.state.status == OrderStatus.CANCELLED or self.cancel_requested:
-            raise ApplicationError("Cannot pay for a cancelled order", type=Errors.NOT_PAYABLE)
+            raise ApplicationError(Refusal.CANCELLED, type=Errors.NOT_PAYABLE)
         if self.closing or workflow.now() >= self.order.expires_at:
-            raise ApplicationError("Order has expired", type=Errors.NOT_PAYABLE)
+            raise ApplicationError(Refusal.EXPIRED, type=Errors.NOT_PAYABLE)
         if self.state.charging:
-            raise ApplicationError("A payment for this order is in progress", type=Errors.NOT_PAYABLE)
+            raise ApplicationError(Refusal.CHARGING, type=Errors.NOT_PAYABLE)
 
     async def _charge(self, request: PayRequest) -> PaymentOutcome:
         if self.ticket is None:
-            raise ApplicationError("Order is not reserved", type=Errors.NOT_PAYABLE)
+            raise ApplicationError(Refusal.NOT_RESERVED, type=Errors.NOT_PAYABLE)
         self.attempt += 1
         if not self.one_step:
             return await self._charge_v1(request, self.ticket)
@@ -400,13 +401,13 @@ class _OrderLifecycle:
             )
         )
         if self.state.status == OrderStatus.COMPLETE:
-            raise ApplicationError("Cannot cancel a complete order", type=Errors.ORDER_COMPLETE)
+            raise ApplicationError(Refusal.COMPLETE, type=Errors.ORDER_COMPLETE)
         return self.state
 
     @cancel.validator
     def validate_cancel(self) -> None:
         if self.state.status == OrderStatus.COMPLETE:
-            raise ApplicationError("Cannot cancel a complete order", type=Errors.ORDER_COMPLETE)
+            raise ApplicationError(Refusal.COMPLETE, type=Errors.ORDER_COMPLETE)
 
     # ── reads ────────────────────────────────────────────────────────────────────────────
     @workflow.query
