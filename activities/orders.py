@@ -16,7 +16,7 @@ from ticketing import events, queries
 from ticketing.bus import EventBus
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket, utcnow
 from ticketing.events import Envelope
-from ticketing.orders import (
+from ticketing.payloads import (
     ChargeInfo,
     Errors,
     OpenOrderInput,

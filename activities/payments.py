@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from activities.orders import OrderActivities
 from ticketing import queries
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, utcnow
-from ticketing.orders import (
+from ticketing.payloads import (
     ChargeInput,
     ChargeResult,
     CreateIntentInput,

@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.payments import stripe_client
 from ticketing import queries
 from ticketing.documents import Charge, ChargeStatus, Order, utcnow
-from ticketing.orders import ChargeInfo
+from ticketing.payloads import ChargeInfo
 from ticketing.reconcile import (
     OPEN_INTENT,
     Action,

@@ -12,7 +12,7 @@ from api.errors import BadRequest, NotAuthorized, NotFound
 from api.schemas import LIST_RESPONSES, ListBefore, ListLimit, OrderBody, OrderOut, next_page_link, parse_object_id
 from ticketing import order_service, queries
 from ticketing.documents import Order, OrderStatus, Ticket
-from ticketing.orders import Refusal, TicketInfo
+from ticketing.payloads import Refusal, TicketInfo
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 

@@ -22,7 +22,7 @@ from api.orders import owned_order
 from api.schemas import ChargeOut, PaymentActionOut, PaymentBody, parse_object_id
 from ticketing import order_service
 from ticketing.documents import Order, OrderStatus, utcnow
-from ticketing.orders import RefundInput, Refusal
+from ticketing.payloads import RefundInput, Refusal
 from ticketing.temporal import order_workflow_id, refund_workflow_id
 from workflows.order import OrderWorkflow
 from workflows.refund import RefundWorkflow

@@ -24,7 +24,7 @@ from pydantic.alias_generators import to_camel
 
 from ticketing.documents import Charge, Order, Ticket
 from ticketing.money import to_major
-from ticketing.orders import ChargeInfo, OrderInput, OrderState
+from ticketing.payloads import ChargeInfo, OrderInput, OrderState
 from ticketing.queries import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

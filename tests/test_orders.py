@@ -13,7 +13,7 @@ from temporalio.service import RPCError
 
 from ticketing.devstack import find_binary
 from ticketing.documents import Order, Ticket
-from ticketing.orders import OrderInput
+from ticketing.payloads import OrderInput
 from ticketing.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
 

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from ticketing.documents import Charge, ChargeStatus, Order
-from ticketing.orders import OrderState
+from ticketing.payloads import OrderState
 
 try:
     from .stripe_proxy import StripeProxy, custom_stack, intent_event, local_stripe, send_webhook, sign

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from ticketing.orders import OrderInput
+from ticketing.payloads import OrderInput
 from ticketing.temporal import order_workflow_id
 from workers.worker import WORKFLOWS
 from workflows.order import OrderWorkflow

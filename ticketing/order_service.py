@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 from ticketing.documents import OrderStatus
 from ticketing.errors import BadRequest, ServiceError
 from ticketing.money import to_major
-from ticketing.orders import Errors, OrderInput, OrderState, PaymentOutcome, PayRequest, Refusal, TicketInfo
+from ticketing.payloads import Errors, OrderInput, OrderState, PaymentOutcome, PayRequest, Refusal, TicketInfo
 from ticketing.settings import Settings
 from ticketing.temporal import ORDER_STATUS, TICKET_ID, USER_ID, order_workflow_id
 from workflows.order import OrderWorkflow

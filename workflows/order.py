@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from ticketing import events
     from ticketing.documents import OrderStatus
     from ticketing.money import to_major
-    from ticketing.orders import (
+    from ticketing.payloads import (
         ChargeInfo,
         ChargeInput,
         ChargeResult,

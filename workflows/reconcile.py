@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities
     from activities.reconcile import PageRequest, ReconcileActivities
     from ticketing import events
-    from ticketing.orders import RefundInput
+    from ticketing.payloads import RefundInput
     from ticketing.reconcile import HELD, Action, Outcome, Plan, ReconcileInput, ReconcileResult
     from ticketing.temporal import refund_workflow_id
     from workflows.order import STORE

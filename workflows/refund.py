@@ -7,7 +7,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from ticketing.orders import RefundInput
+    from ticketing.payloads import RefundInput
     from workflows.order import STRIPE
 
 
