@@ -168,14 +168,7 @@ class OrderActivities:
                 payment_intent_id=req.payment_intent_id,
             )
         )
-        charge = ChargeInfo(
-            id=str(doc["_id"]),
-            order_id=doc["order_id"],
-            stripe_id=doc["stripe_id"],
-            amount=doc["amount"],
-            currency=doc["currency"],
-        )
-        return RecordedCharge(charge=charge, order_version=version)
+        return RecordedCharge(charge=charge_info(doc), order_version=version)
 
     @activity.defn
     async def release_ticket(self, req: ReleaseInput) -> TicketInfo:
@@ -197,6 +190,17 @@ class OrderActivities:
             released = _ticket_info(doc)
             return released.model_copy(update={"version": req.reserved_version + 1, "order_id": None})
         raise _conflict(f"ticket {req.ticket_id} is not reserved by order {req.order_id}")
+
+
+def charge_info(doc: dict[str, Any]) -> ChargeInfo:
+    """A stored Charge document as the payload the workflow and charge:created carry."""
+    return ChargeInfo(
+        id=str(doc["_id"]),
+        order_id=doc["order_id"],
+        stripe_id=doc["stripe_id"],
+        amount=doc["amount"],
+        currency=doc["currency"],
+    )
 
 
 def charge_created_event(charge: ChargeInfo) -> Envelope:

@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.orders import charge_info
 from activities.payments import stripe_client
 from ticketing import queries
 from ticketing.documents import Charge, ChargeStatus, Order, utcnow
@@ -253,13 +254,7 @@ class ReconcileActivities:
             return Recorded(kind="unchanged")  # refunded meanwhile
         if inserted:
             log.warning("recorded a missing charge", extra={"orderId": intent.order_id, "paymentIntentId": intent.id})
-        charge = ChargeInfo(
-            id=str(doc["_id"]),
-            order_id=doc["order_id"],
-            stripe_id=doc["stripe_id"],
-            amount=doc["amount"],
-            currency=doc["currency"],
-        )
+        charge = charge_info(doc)
         return Recorded(kind="recorded" if inserted else "unchanged", charge=charge)
 
     @activity.defn(name="reconcile_cancel_intent")

@@ -25,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from ticketing import events
     from ticketing.documents import OrderStatus
-    from ticketing.money import to_major
     from ticketing.payloads import (
         ChargeInfo,
         ChargeInput,
@@ -210,7 +209,7 @@ class _OrderLifecycle:
             return
         self._reserved(reservation)
         await self._store(EventActivities.publish, order_created_event(order, reservation))
-        await self._store(EventActivities.publish, ticket_updated_event(reservation.ticket))
+        await self._publish_ticket_updated(reservation.ticket)
 
     async def _hold_until_expiry(self) -> bool:
         """Wait for payment, a cancel request or expiresAt; True when the timer fired."""
@@ -491,16 +490,7 @@ class _OrderLifecycle:
         await self._publish_ticket_updated(released)
 
     async def _publish_ticket_updated(self, ticket: TicketInfo) -> None:
-        await self._publish(
-            events.TicketUpdated(
-                id=ticket.id,
-                version=ticket.version,
-                title=ticket.title,
-                price=to_major(ticket.price),
-                user_id=ticket.user_id,
-                order_id=ticket.order_id,
-            )
-        )
+        await self._store(EventActivities.publish, ticket_updated_event(ticket))
 
     async def _publish(self, event: events.Event) -> None:
         await self._store(EventActivities.publish, events.Envelope.of(event))
