@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from ticketing import events, queries
+from ticketing import queries
 from ticketing.bus import EventBus
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket, utcnow
 from ticketing.events import Envelope
@@ -29,6 +29,7 @@ from ticketing.payloads import (
     ReserveInput,
     TicketInfo,
     Transition,
+    charge_created_event,
     order_created_event,
     ticket_updated_event,
 )
@@ -94,10 +95,20 @@ class OrderActivities:
         if req.change is not None:
             writes.append(_change_order(req.change))
         if req.release is not None:
-            writes.append(_release(req.release))
+            writes.append(self._release(req.release))
         results = await asyncio.gather(*writes)
         await publish_all(self.bus, req.then)
         return results[1] if req.change is not None else None
+
+    async def _release(self, req: ReleaseInput) -> None:
+        """Free the ticket this order reserved, in one update when nothing raced it (the workflow knows
+        the ticket as released already); otherwise the checks of release_ticket."""
+        result = await Ticket.get_pymongo_collection().update_one(
+            queries.ticket_held_at(ObjectId(req.ticket_id), req.order_id, req.reserved_version),
+            {"$set": {"order_id": None}, "$inc": {"version": 1}},
+        )
+        if result.modified_count != 1:
+            await self.release_ticket(req)  # released by an earlier attempt, or a conflict
 
     @activity.defn
     async def record_charge(self, req: RecordChargeInput) -> RecordedCharge:
@@ -201,21 +212,6 @@ def charge_info(doc: dict[str, Any]) -> ChargeInfo:
         amount=doc["amount"],
         currency=doc["currency"],
     )
-
-
-def charge_created_event(charge: ChargeInfo) -> Envelope:
-    return Envelope.of(events.ChargeCreated(**charge.model_dump()))
-
-
-async def _release(req: ReleaseInput) -> None:
-    """Free the ticket this order reserved, in one update when nothing raced it (the workflow knows
-    the ticket as released already); otherwise the checks of release_ticket."""
-    result = await Ticket.get_pymongo_collection().update_one(
-        queries.ticket_held_at(ObjectId(req.ticket_id), req.order_id, req.reserved_version),
-        {"$set": {"order_id": None}, "$inc": {"version": 1}},
-    )
-    if result.modified_count != 1:
-        await OrderActivities().release_ticket(req)  # released by an earlier attempt, or a conflict
 
 
 async def _change_order(change: OrderChange) -> int:

@@ -42,10 +42,7 @@ async def create_order(body: OrderBody, user: RequiredUser, services: Deps) -> O
         services.temporal,
         services.settings,
         user_id=user.id,
-        ticket_id=str(ticket.id),
-        ticket_title=ticket.title,
-        ticket_price=ticket.price,
-        ticket_seen=TicketInfo(
+        ticket=TicketInfo(
             id=str(ticket.id), title=ticket.title, price=ticket.price, user_id=ticket.user_id, version=ticket.version
         ),
     )

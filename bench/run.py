@@ -59,9 +59,9 @@ from bench.bare import BareDriver, BareRun
 from bench.stack import BenchStack, cpu_seconds
 
 try:
-    from ticketing.payloads import OrderInput, OrderState
+    from ticketing.payloads import OrderInput, OrderState, TicketInfo
 except ImportError:  # checkouts before the module was named for what it holds (see --code)
-    from ticketing.orders import OrderInput, OrderState  # type: ignore[no-redef]
+    from ticketing.orders import OrderInput, OrderState, TicketInfo  # type: ignore[no-redef]
 from ticketing.settings import Settings
 from ticketing.temporal import ORDER_STATUS, TICKET_ID, USER_ID, connect_temporal, order_workflow_id
 from workflows.order import OrderWorkflow
@@ -164,6 +164,7 @@ class Ticket:
     id: str
     title: str
     price: int
+    user_id: str  # the seller
 
 
 class Store:
@@ -191,7 +192,7 @@ class Store:
         ]
         for start in range(0, count, 1000):
             await self.db.tickets.insert_many(docs[start : start + 1000], ordered=False)
-        return [Ticket(str(d["_id"]), str(d["title"]), TICKET_PRICE) for d in docs]
+        return [Ticket(str(d["_id"]), str(d["title"]), TICKET_PRICE, seller_id) for d in docs]
 
     async def prefill(self, count: int, users: list[str], seller: str) -> None:
         """`count` finished orders as the service leaves them: 60 % expired/cancelled (ticket free
@@ -289,9 +290,7 @@ async def start_order(temporal: Client, settings: Settings, user_id: str, ticket
             temporal,
             settings,
             user_id=user_id,
-            ticket_id=ticket.id,
-            ticket_title=ticket.title,
-            ticket_price=ticket.price,
+            ticket=TicketInfo(id=ticket.id, title=ticket.title, price=ticket.price, user_id=ticket.user_id, version=0),
             expires_at=expires_at,
         )
         # its result has been the order id, then (OrderInput, OrderState): take the id from either

@@ -77,4 +77,5 @@ async def test_record_histories(stack_factory):
         await handle.result()
         history = await handle.fetch_history()
         (HISTORIES / f"{name}.json").write_text(history.to_json())
-    assert len(named) == 5
+        saved = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text())
+        assert saved.events[-1].HasField("workflow_execution_completed_event_attributes"), name

@@ -44,24 +44,22 @@ async def start_order(
     settings: Settings,
     *,
     user_id: str,
-    ticket_id: str,
-    ticket_title: str,
-    ticket_price: int,
-    ticket_seen: TicketInfo | None = None,
+    ticket: TicketInfo,
     expires_at: datetime | None = None,
 ) -> tuple[OrderInput, OrderState]:
     """Start `order-<id>` and wait for its reservation: ONE RPC (Update-With-Start), so the Update is
-        delivered in the workflow's first task. Search attributes and memo are set here, at start, where
-        they cost no visibility write of their own. Returns the order as started and as reserved (its
+    delivered in the workflow's first task. Search attributes and memo are set here, at start, where
+    they cost no visibility write of their own. `ticket` is the ticket as the caller read it (free):
+    the reservation tries that version first. Returns the order as started and as reserved (its
     ticket snapshot and version: what is stored); BadRequest when refused."""
     order_id = str(ObjectId())
     order = OrderInput(
         order_id=order_id,
         user_id=user_id,
-        ticket_id=ticket_id,
+        ticket_id=ticket.id,
         expires_at=expires_at or expiry(settings),
         currency=settings.currency,
-        ticket=ticket_seen,
+        ticket=ticket,
     )
     start = WithStartWorkflowOperation(
         OrderWorkflow.run,
@@ -73,11 +71,11 @@ async def start_order(
             [
                 SearchAttributePair(ORDER_STATUS, OrderStatus.CREATED.value),
                 SearchAttributePair(USER_ID, user_id),
-                SearchAttributePair(TICKET_ID, ticket_id),
+                SearchAttributePair(TICKET_ID, ticket.id),
             ]
         ),
-        memo={"ticketTitle": ticket_title, "ticketPrice": to_major(ticket_price)},
-        static_summary=f"Order for “{ticket_title}” ({to_major(ticket_price)} {settings.currency})",
+        memo={"ticketTitle": ticket.title, "ticketPrice": to_major(ticket.price)},
+        static_summary=f"Order for “{ticket.title}” ({to_major(ticket.price)} {settings.currency})",
     )
     try:
         # (cast: the SDK's typing loses the return type of an Update declared with options)

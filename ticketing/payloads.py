@@ -225,3 +225,7 @@ def ticket_updated_event(ticket: TicketInfo) -> Envelope:
             order_id=ticket.order_id,
         )
     )
+
+
+def charge_created_event(charge: ChargeInfo) -> Envelope:
+    return Envelope.of(events.ChargeCreated(**charge.model_dump()))

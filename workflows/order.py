@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         ReserveInput,
         TicketInfo,
         Transition,
+        charge_created_event,
         order_created_event,
         ticket_updated_event,
     )
@@ -461,7 +462,7 @@ class _OrderLifecycle:
             return recorded.charge
         recorded = await self._store(OrderActivities.complete_order, self._charge_input(intent))
         self._charged(recorded)
-        await self._publish(events.ChargeCreated(**recorded.charge.model_dump()))
+        await self._store(EventActivities.publish, charge_created_event(recorded.charge))
         return recorded.charge
 
     def _charge_input(self, intent: IntentResult) -> RecordChargeInput:
