@@ -164,6 +164,19 @@ async def reserved_order(web: Web, ctx: BrowserContext, price: float = 20.5) -> 
     return str((await r.json())["id"])
 
 
+async def open_reserved_order(web: Web, ctx: BrowserContext) -> tuple[str, Page]:
+    """A fresh order of a second buyer, its page open."""
+    order_id = await reserved_order(web, ctx)
+    page = await ctx.new_page()
+    await page.goto(f"/orders/{order_id}")
+    return order_id, page
+
+
+async def pay_with(page: Page, number: str) -> None:
+    await fill_card(page, number)
+    await page.click("#pay")
+
+
 async def fill_card(page: Page, number: str) -> None:
     # localstripe's card Element: plain inputs in the page (Stripe's real one is an iframe).
     card = page.locator("#card-element")
@@ -276,11 +289,8 @@ async def test_sign_up_sell_reserve_pay(web: Web, browser: Browser):
 
 async def test_three_d_secure_completes_in_the_page(web: Web, browser: Browser):
     async with context(browser, web) as ctx:
-        order_id = await reserved_order(web, ctx)
-        page = await ctx.new_page()
-        await page.goto(f"/orders/{order_id}")
-        await fill_card(page, THREE_D_SECURE)
-        await page.click("#pay")
+        order_id, page = await open_reserved_order(web, ctx)
+        await pay_with(page, THREE_D_SECURE)
         # Stripe.js's authentication step (localstripe's fake draws its own dialog)
         confirm = page.get_by_role("button", name="Complete authentication")
         await expect(confirm).to_be_visible()
@@ -300,11 +310,8 @@ async def test_three_d_secure_completes_in_the_page(web: Web, browser: Browser):
 
 async def test_a_declined_card_shows_stripes_message_and_the_order_stays_payable(web: Web, browser: Browser):
     async with context(browser, web) as ctx:
-        order_id = await reserved_order(web, ctx)
-        page = await ctx.new_page()
-        await page.goto(f"/orders/{order_id}")
-        await fill_card(page, DECLINED)
-        await page.click("#pay")
+        order_id, page = await open_reserved_order(web, ctx)
+        await pay_with(page, DECLINED)
         await expect(page.locator("#pay-errors")).to_have_text("Your card was declined.")
         await shot(page, "order-declined")
         await expect(page.locator("#order-status")).to_have_text("created")
@@ -320,9 +327,7 @@ async def test_a_declined_card_shows_stripes_message_and_the_order_stays_payable
 
 async def test_an_order_left_alone_turns_cancelled_on_screen(servers: Servers, web_stripe: Server, browser: Browser):
     async with web_stack(servers, web_stripe, order_expiration_seconds=4) as web, context(browser, web) as ctx:
-        order_id = await reserved_order(web, ctx)
-        page = await ctx.new_page()
-        await page.goto(f"/orders/{order_id}")
+        order_id, page = await open_reserved_order(web, ctx)
         await expect(page.locator("#order-status")).to_have_text("created")
         assert 0 <= await countdown_seconds(page) <= 4
         await expect(page.locator("#payment")).to_be_visible()
@@ -339,11 +344,8 @@ async def test_an_order_left_alone_turns_cancelled_on_screen(servers: Servers, w
 
 async def test_failed_authentication_shows_why_and_another_card_pays(web: Web, browser: Browser):
     async with context(browser, web) as ctx:
-        order_id = await reserved_order(web, ctx)
-        page = await ctx.new_page()
-        await page.goto(f"/orders/{order_id}")
-        await fill_card(page, THREE_D_SECURE)
-        await page.click("#pay")
+        order_id, page = await open_reserved_order(web, ctx)
+        await pay_with(page, THREE_D_SECURE)
         await page.get_by_role("button", name="Fail authentication").click()
         await expect(page.locator("#pay-errors")).to_have_text("The provided PaymentMethod has failed authentication.")
         await expect(page.locator("#pay")).to_be_enabled()
