@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from ticketing.settings import Settings
@@ -40,7 +40,7 @@ def run_worker() -> int:
     from workers import worker
 
     asyncio.run(worker.main())
-    return 0
+    return _exit_before_finalization(0)
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
@@ -49,7 +49,22 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     settings = Settings()
     configure_logging(settings)
-    return asyncio.run(_reconcile(settings, dry=args.dry_run, schedule=args.schedule))
+    return _exit_before_finalization(asyncio.run(_reconcile(settings, dry=args.dry_run, schedule=args.schedule)))
+
+
+def _exit_before_finalization(code: int) -> NoReturn:
+    """Leave without interpreter teardown once the Temporal client is done with.
+
+    The SDK's Rust threads can still touch the GIL while CPython finalizes, which aborts the process
+    (SIGABRT, "PyGILState_Release: thread state ... must be current"; temporalio/sdk-python#300), so
+    a run that succeeded would exit -6. Our output is flushed here; nothing else runs at exit.
+    """
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _reconcile(settings: Settings, *, dry: bool, schedule: bool) -> int:
