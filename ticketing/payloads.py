@@ -50,6 +50,9 @@ class OrderState(BaseModel):
 
 
 class ReserveInput(BaseModel):
+    """The legacy `OrderWorkflow`'s reservation step (its saved histories carry this shape); `Order` reserves
+    inside `open_order`, which builds it from the OrderInput."""
+
     order_id: str
     user_id: str
     ticket_id: str
@@ -142,8 +145,8 @@ class IntentResult(BaseModel):
     id: str
     status: str
     client_secret: str | None = None
-    amount: int = 0
-    currency: str = "usd"
+    amount: int  # cents, as Stripe holds the intent
+    currency: str
 
 
 class RecordChargeInput(BaseModel):
