@@ -61,7 +61,7 @@ screenshots: install
 	WEB_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q tests/test_web.py
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers devstack
 
 bench: install
 	@if [ ! -d bench/bullmq/node_modules ]; then echo "+ (cd bench/bullmq && npm ci)"; (cd bench/bullmq && npm ci --no-audit --no-fund); fi

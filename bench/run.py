@@ -54,7 +54,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bench._code import CODE_DIR
+from bench._code import CODE_DIR, import_devstack
 from bench.bare import BareDriver, BareRun
 from bench.stack import BenchStack, cpu_seconds
 
@@ -1571,7 +1571,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="dev-server dynamic config (--dynamic-config-value), repeatable; on top of ticketing.devstack's",
+        help="dev-server dynamic config (--dynamic-config-value), repeatable; on top of devstack's",
     )
     a("--short-expiry-s", type=int, default=30, help="ORDER_EXPIRATION_SECONDS of the second API (default 30)")
     a("--create-n1", type=int, default=100, help="orders created with 1 client")
@@ -1619,9 +1619,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def temporal_flags(flags: list[str]) -> tuple[dict[str, object], list[str]]:
     """--temporal-flag values: as `dynamic_config` when this checkout's temporal_cmd takes one (so a
     flag overrides its default instead of repeating the key), else as extra --dynamic-config-value."""
-    from ticketing import devstack
-
-    if "dynamic_config" not in inspect.signature(devstack.temporal_cmd).parameters:
+    if "dynamic_config" not in inspect.signature(import_devstack().temporal_cmd).parameters:
         return {}, flags
     config: dict[str, object] = {}
     for flag in flags:

@@ -1,6 +1,6 @@
 """The benchmark's own embedded stack: every server on a free port, state in a temporary folder.
 
-Infrastructure (Temporal dev server as `ticketing.devstack.temporal_cmd` starts it for `make run`,
+Infrastructure (Temporal dev server as `devstack.temporal_cmd` starts it for `make run`,
 plus any --dynamic-config-value given with --temporal-flag; SecantusDB on disk, nats-server -js,
 localstripe) is started with the same builders as `ticketing dev` and the tests; the API (twice:
 the normal expiry and a short one) and the worker run as real processes (`python -m ticketing.cli
@@ -18,19 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ticketing.devstack import (
-    ManagedProcess,
-    free_port,
-    localstripe_cmd,
-    nats_cmd,
-    secantus_cmd,
-    start_and_wait,
-    temporal_cmd,
-    wait_for_http,
-    wait_for_port,
-    wait_temporal_ready,
-)
+from bench._code import import_devstack
 from ticketing.settings import Settings
+
+devstack = import_devstack()  # --code DIR's (see bench/_code.py)
 
 
 def rss_kib(pid: int) -> int:
@@ -90,7 +81,7 @@ class BenchStack:
     temporal_flags: list[str] = field(default_factory=list)
     temporal_config: dict[str, object] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
-    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    processes: dict[str, devstack.ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     settings: Settings | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -98,31 +89,32 @@ class BenchStack:
 
     def _start(self, name: str, cmd: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.ports[name] = port
-        self.processes[name] = start_and_wait(
+        self.processes[name] = devstack.start_and_wait(
             name, cmd, port, log_path=self.folder / f"{name}.log", env=env, cwd=self._cwd(name), timeout=90
         )
 
     def _cwd(self, name: str) -> Path | None:
-        return self.code_dir if name in APP else None
+        # localstripe runs as `python -m` DIR's devstack module (`ticketing.devstack` in older checkouts).
+        return self.code_dir if name in (*APP, "stripe") else None
 
     def start(self) -> Settings:
         f = self.folder
         for name, build in (
-            ("mongo", lambda p: secantus_cmd(p, f / "mongo")),
-            ("nats", lambda p: nats_cmd(p, f / "nats")),
-            ("stripe", lambda p: localstripe_cmd(p)),
+            ("mongo", lambda p: devstack.secantus_cmd(p, f / "mongo")),
+            ("nats", lambda p: devstack.nats_cmd(p, f / "nats")),
+            ("stripe", lambda p: devstack.localstripe_cmd(p)),
             ("temporal", lambda p: self._temporal(p)),
         ):
-            port = free_port()
+            port = devstack.free_port()
             self._start(name, build(port), port)
-        wait_temporal_ready(f"127.0.0.1:{self.ports['temporal']}")
+        devstack.wait_temporal_ready(f"127.0.0.1:{self.ports['temporal']}")
         self.start_app()
         assert self.settings is not None
         return self.settings
 
     def _temporal(self, port: int) -> list[str]:
         options: dict[str, Any] = {"dynamic_config": self.temporal_config} if self.temporal_config else {}
-        cmd = temporal_cmd(port, None, self.folder / "temporal.db", **options)
+        cmd = devstack.temporal_cmd(port, None, self.folder / "temporal.db", **options)
         for flag in self.temporal_flags:
             cmd += ["--dynamic-config-value", flag]
         self.temporal_command = cmd
@@ -131,7 +123,7 @@ class BenchStack:
     def start_app(self, tag: str | None = None) -> Settings:
         """The API (main and short-expiry) and the worker, on a database and task queue of their own."""
         tag = tag or uuid.uuid4().hex[:8]
-        api_port, short_port, metrics_port = free_port(), free_port(), free_port()
+        api_port, short_port, metrics_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
         self.ports.update(api=api_port, **{"api-short": short_port}, metrics=metrics_port)
         env = {
             "APP_ENV": "test",
@@ -163,12 +155,12 @@ class BenchStack:
         short = {**env, "PORT": str(short_port), "ORDER_EXPIRATION_SECONDS": str(self.short_expiration_seconds)}
         self._start("api-short", [python, "-m", "ticketing.cli", "api"], short_port, short)
         for name, port in (("api", api_port), ("api-short", short_port)):
-            wait_for_http(f"http://127.0.0.1:{port}/readyz", 60, process=self.processes[name])
-        worker = ManagedProcess("worker").start(
+            devstack.wait_for_http(f"http://127.0.0.1:{port}/readyz", 60, process=self.processes[name])
+        worker = devstack.ManagedProcess("worker").start(
             [python, "-m", "ticketing.cli", "worker"], env=env, log_path=self.folder / "worker.log", cwd=self.code_dir
         )
         self.processes["worker"] = worker
-        wait_for_port("127.0.0.1", metrics_port, 60, process=worker)
+        devstack.wait_for_port("127.0.0.1", metrics_port, 60, process=worker)
         self.settings = Settings(
             **{  # type: ignore[arg-type]
                 k.lower(): v
@@ -191,8 +183,8 @@ class BenchStack:
 
     def start_extra(
         self, name: str, cmd: list[str], env: Mapping[str, str | None], cwd: Path | None = None
-    ) -> ManagedProcess:
-        proc = ManagedProcess(name).start(cmd, env=env, log_path=self.folder / f"{name}.log", cwd=cwd)
+    ) -> devstack.ManagedProcess:
+        proc = devstack.ManagedProcess(name).start(cmd, env=env, log_path=self.folder / f"{name}.log", cwd=cwd)
         self.processes[name] = proc
         return proc
 

@@ -21,8 +21,7 @@ from nats.js.errors import NotFoundError
 from temporalio.client import Client
 
 from api.app import create_app
-from ticketing.bus import nats_options
-from ticketing.devstack import (
+from devstack import (
     ManagedProcess,
     free_port,
     localstripe_cmd,
@@ -32,6 +31,7 @@ from ticketing.devstack import (
     temporal_cmd,
     wait_temporal_ready,
 )
+from ticketing.bus import nats_options
 from ticketing.settings import Settings
 from ticketing.temporal import connect_temporal
 from workers.worker import build_worker

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("api", "workflows", "activities", "ticketing", "workers")
+LAYERS = ("api", "workflows", "activities", "ticketing", "workers", "devstack")
 
 # package -> the project packages its modules may import (itself included)
 ALLOWED: dict[str, set[str]] = {
@@ -18,11 +18,12 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"api", "ticketing", "workflows"},  # routes -> service; workflow names for handles
     "ticketing": {"ticketing"},
     "workers": {"workers", "workflows", "activities", "ticketing"},
+    "devstack": {"devstack", "ticketing"},  # dev-only: runs the runtime's processes, never the reverse
 }
 # the two modules that sit above their package's layer, on purpose
 EXCEPTIONS: dict[str, set[str]] = {
     "ticketing/order_service.py": {"workflows"},  # starts, pays and cancels through the workflow
-    "ticketing/cli.py": {"api", "workers"},  # the process entry point (`ticketing api|worker|dev`)
+    "ticketing/cli.py": {"api", "workers", "devstack"},  # the process entry point (`ticketing api|worker|dev`)
 }
 
 
@@ -52,3 +53,10 @@ def test_the_rule_sees_a_violation(tmp_path: Path):
     bad = tmp_path / "bad.py"
     bad.write_text("from api.orders import router\nimport workers.worker\n")
     assert imported_packages(bad) == {"api", "workers"}
+
+
+def test_cli_imports_devstack_only_for_ticketing_dev():
+    """devstack/ is not in the image: `ticketing api|worker` must not import it when the module loads."""
+    cli = ast.parse((ROOT / "ticketing" / "cli.py").read_text())
+    top_level = [ast.unparse(node) for node in cli.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert not [line for line in top_level if "devstack" in line]

@@ -6,8 +6,9 @@
 - docker-compose.temporal.yml validates against the Compose Specification JSON schema (the copy
   shipped by the `check-jsonschema` package);
 - consistency: env var names are Settings fields, API port / probe paths agree between Dockerfile,
-  compose and k8s, the worker's grace period outlasts its graceful shutdown, and the same three
-  Temporal search attributes are registered in compose and k8s.
+  compose and k8s, the worker's grace period outlasts its graceful shutdown, the same three
+  Temporal search attributes are registered in compose and k8s, and the image gets the wheel's
+  packages but not the dev stack (devstack/).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
+import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -24,6 +28,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+import ticketing.temporal
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -37,7 +43,7 @@ K8S_VERSION = "1.30"
 APP_IMAGE = "ticketing"
 API_PORT = 8000
 WORKER_METRICS_PORT = 9464
-SEARCH_ATTRIBUTES = {"OrderStatus", "UserId", "TicketId"}
+SEARCH_ATTRIBUTES = {key.name for key in ticketing.temporal.SEARCH_ATTRIBUTES}
 # Secrets are referenced, never committed: (secret name, key) pairs every app container needs.
 SECRET_REFS = {
     ("jwt-secret", "JWT_KEY"),
@@ -493,6 +499,19 @@ def test_dockerfile_builds_a_small_non_root_image_with_uv() -> None:
     assert users[-1].split(":")[0] not in {"root", "0"}, "the final image runs as non-root"
     assert not [rest for instr, rest in final if instr == "RUN" and "uv" in rest.split()], "no uv at runtime"
     assert exec_form(next(rest for instr, rest in reversed(final) if instr == "CMD")) == ["ticketing", "api"]
+
+
+def test_image_has_the_runtime_packages_and_no_dev_stack() -> None:
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    copied = {src for instr, rest in dockerfile_stages()[0] if instr == "COPY" for src in shlex.split(rest)[:-1]}
+    assert set(wheel["packages"]) <= copied, "the image copies every package of the wheel"
+    assert "devstack" not in {*wheel["packages"], *copied}, "devstack/ (make run, the tests' servers) is dev-only"
+    # There, `ticketing dev` says so in one line instead of a traceback.
+    no_devstack = "import sys; sys.modules['devstack'] = None; from ticketing.cli import main; sys.exit(main(['dev']))"
+    done = subprocess.run([sys.executable, "-c", no_devstack], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "make run" in line
 
 
 def test_api_port_and_probe_paths_agree() -> None:

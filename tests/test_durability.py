@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ticketing.devstack import ManagedProcess, free_port, nats_cmd, start_and_wait, temporal_cmd, wait_temporal_ready
+from devstack import ManagedProcess, free_port, nats_cmd, start_and_wait, temporal_cmd, wait_temporal_ready
 from ticketing.settings import Settings
 from ticketing.temporal import order_workflow_id
 from workflows.order import OrderWorkflow

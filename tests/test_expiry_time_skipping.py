@@ -13,7 +13,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from ticketing.devstack import find_binary
+from devstack import find_binary
 from ticketing.temporal import SEARCH_ATTRIBUTES, order_workflow_id
 from workflows.order import OrderWorkflow
 

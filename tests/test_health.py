@@ -10,7 +10,7 @@ import httpx
 from temporalio.client import WorkflowExecutionStatus
 
 from api.app import create_app
-from ticketing.devstack import free_port, nats_cmd, start_and_wait
+from devstack import free_port, nats_cmd, start_and_wait
 from ticketing.settings import Settings
 from ticketing.temporal import connect_temporal
 from workers.worker import build_worker

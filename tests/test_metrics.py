@@ -8,7 +8,7 @@ import json
 import logging
 import urllib.request
 
-from ticketing.devstack import free_port
+from devstack import free_port
 from ticketing.logs import JsonFormatter
 
 from .conftest import Servers, run_stack

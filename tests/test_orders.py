@@ -11,7 +11,7 @@ from bson import ObjectId
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from ticketing.devstack import find_binary
+from devstack import find_binary
 from ticketing.documents import Order, Ticket
 from ticketing.payloads import OrderInput
 from ticketing.temporal import order_workflow_id

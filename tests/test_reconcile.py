@@ -33,7 +33,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
-from ticketing.devstack import free_port, localstripe_cmd
+from devstack import free_port, localstripe_cmd
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, TicketSnapshot, utcnow
 from ticketing.reconcile import ReconcileInput, ReconcileResult
 from ticketing.settings import Settings

@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
+from devstack import ManagedProcess, find_binary, free_port, secantus_cmd, start_and_wait
 from ticketing.bus import EventBus, nats_options
-from ticketing.devstack import ManagedProcess, find_binary, free_port, secantus_cmd, start_and_wait
 from ticketing.settings import Settings
 from ticketing.temporal import connect_temporal, order_workflow_id
 from workflows.order import OrderWorkflow

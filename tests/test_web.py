@@ -28,7 +28,7 @@ from beanie import PydanticObjectId
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from api.app import create_app
-from ticketing.devstack import free_port, localstripe_cmd
+from devstack import free_port, localstripe_cmd
 from ticketing.documents import Charge, Ticket
 from ticketing.temporal import connect_temporal
 from workers.worker import build_worker

@@ -92,22 +92,24 @@ async def _reconcile(settings: Settings, *, dry: bool, schedule: bool) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    from ticketing.devstack import DevStackOptions
-    from ticketing.devstack import run_dev as run_stack
-
-    options = DevStackOptions(
-        data_dir=Path(args.data_dir),
-        temporal_port=args.temporal_port,
-        temporal_ui_port=args.temporal_ui_port,
-        mongo_port=args.mongo_port,
-        stripe_port=args.stripe_port,
-    )
-    return run_stack(options)
+    # devstack/ is dev-only (a checkout's editable install has it; the wheel and the image do not).
+    try:
+        from devstack import DevStackOptions
+        from devstack import run_dev as run_stack
+    except ModuleNotFoundError as exc:
+        if exc.name != "devstack":
+            raise
+        print(
+            "ticketing dev: not available here (devstack/ is dev-only): run `make run` in a checkout", file=sys.stderr
+        )
+        return 2
+    # Ports not given keep DevStackOptions' defaults (the parser cannot import devstack for them).
+    names = ("temporal_port", "temporal_ui_port", "mongo_port", "stripe_port")
+    ports = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return run_stack(DevStackOptions(data_dir=Path(args.data_dir), **ports))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ticketing import devstack
-
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{api,worker,dev,reconcile}")
     sub.add_parser("api", help="run the HTTP API (uvicorn; HOST env, default 127.0.0.1, and PORT)")
@@ -117,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole stack locally (Temporal, MongoDB, NATS, Stripe fake, API, worker) with data in .data/",
     )
     dev.add_argument("--data-dir", default=".data", help="state and logs folder (default: .data)")
-    dev.add_argument("--temporal-port", type=int, default=devstack.DEFAULT_TEMPORAL_PORT)
-    dev.add_argument("--temporal-ui-port", type=int, default=devstack.DEFAULT_TEMPORAL_UI_PORT)
-    dev.add_argument("--mongo-port", type=int, default=devstack.DEFAULT_MONGO_PORT)
-    dev.add_argument("--stripe-port", type=int, default=devstack.DEFAULT_STRIPE_PORT)
+    dev.add_argument("--temporal-port", type=int)
+    dev.add_argument("--temporal-ui-port", type=int)
+    dev.add_argument("--mongo-port", type=int)
+    dev.add_argument("--stripe-port", type=int)
     rec = sub.add_parser(
         "reconcile", help="money reconciliation with Stripe: run once now (prints the figures), or see the options"
     )

@@ -20,7 +20,7 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from ticketing.devstack import ManagedProcess
+from devstack import ManagedProcess
 from ticketing.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
 

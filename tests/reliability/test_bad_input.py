@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
 
 from api.app import create_app
-from ticketing.devstack import ManagedProcess, free_port, wait_for_port
+from devstack import ManagedProcess, free_port, wait_for_port
 from ticketing.settings import Settings
 
 from ..conftest import Servers, Stack, drop_streams

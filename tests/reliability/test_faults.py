@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ticketing.devstack import free_port, nats_cmd, secantus_cmd, start_and_wait, temporal_cmd
+from devstack import free_port, nats_cmd, secantus_cmd, start_and_wait, temporal_cmd
 
 from ..conftest import Servers, run_stack, wait_temporal_ready
 from ..test_durability import start_worker

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bson import ObjectId
 
-from ticketing.devstack import localstripe_cmd
+from devstack import localstripe_cmd
 from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, TicketSnapshot, utcnow
 from ticketing.reconcile import ReconcileInput, ReconcileResult
 from workflows.reconcile import ReconcileWorkflow

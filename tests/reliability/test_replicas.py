@@ -22,7 +22,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from temporalio import workflow
 
-from ticketing.devstack import ManagedProcess, free_port
+from devstack import ManagedProcess, free_port
 from workflows.order import OrderWorkflow
 
 from ..conftest import Servers, run_stack
