@@ -14,7 +14,7 @@ help:
 	@echo "make run      the whole stack locally: Temporal, MongoDB (SecantusDB), NATS, localstripe, API, worker"
 	@echo "make test     the test suite (.venv/bin/pytest -q), without tests/reliability"
 	@echo "make test-reliability  faults, load, many replicas, bad input and security, counted (tests/reliability, ~10 min)"
-	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make lint     ruff check, ruff format --check, mypy, the import layers (tests/test_architecture.py)"
 	@echo "make screenshots  the web pages' screenshots in docs/screenshots (taken by the browser tests)"
 	@echo "make bench    the benchmarks against the BullMQ baseline (python -m bench.run; BENCH_ARGS=\"--n 1000 ...\")"
 	@echo "make clean    delete .data/ (all local state and logs)"
@@ -61,7 +61,9 @@ screenshots: install
 	WEB_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q tests/test_web.py
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers devstack
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers devstack bench
+	@# the layers of docs/architecture.md (imports only: no server starts)
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_architecture.py
 
 bench: install
 	@if [ ! -d bench/bullmq/node_modules ]; then echo "+ (cd bench/bullmq && npm ci)"; (cd bench/bullmq && npm ci --no-audit --no-fund); fi

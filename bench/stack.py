@@ -16,10 +16,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench._code import import_devstack
 from ticketing.settings import Settings
+
+if TYPE_CHECKING:
+    from devstack import ManagedProcess  # the shape; at run time DIR's class (below)
 
 devstack = import_devstack()  # --code DIR's (see bench/_code.py)
 
@@ -81,7 +84,7 @@ class BenchStack:
     temporal_flags: list[str] = field(default_factory=list)
     temporal_config: dict[str, object] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
-    processes: dict[str, devstack.ManagedProcess] = field(default_factory=dict)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     settings: Settings | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -183,7 +186,7 @@ class BenchStack:
 
     def start_extra(
         self, name: str, cmd: list[str], env: Mapping[str, str | None], cwd: Path | None = None
-    ) -> devstack.ManagedProcess:
+    ) -> ManagedProcess:
         proc = devstack.ManagedProcess(name).start(cmd, env=env, log_path=self.folder / f"{name}.log", cwd=cwd)
         self.processes[name] = proc
         return proc
