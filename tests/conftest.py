@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import httpx
 import nats
 import pytest
+from fastapi import FastAPI
 from nats.js.errors import NotFoundError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from api.app import create_app
 from devstack import (
@@ -32,9 +35,12 @@ from devstack import (
     wait_temporal_ready,
 )
 from ticketing.bus import nats_options
+from ticketing.payloads import OrderState
 from ticketing.settings import Settings
-from ticketing.temporal import connect_temporal
+from ticketing.temporal import connect_temporal, order_workflow_id
 from workers.worker import build_worker
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,8 +48,6 @@ class Server:
     name: str
     port: int
     process: ManagedProcess
-    cmd: list[str]
-    log_path: Path
 
     @property
     def url(self) -> str:
@@ -52,19 +56,11 @@ class Server:
     def stop(self, timeout: float = 10) -> None:
         self.process.stop(timeout)
 
-    def kill(self) -> None:
-        self.process.kill()
 
-    def start(self, timeout: float = 60) -> None:
-        self.process = start_and_wait(self.name, self.cmd, self.port, log_path=self.log_path, timeout=timeout)
-
-
-def start_server(name: str, cmd_for_port: Any, folder: Path, timeout: float = 60) -> Server:
+def start_server(name: str, cmd_for_port: Callable[[int], list[str]], folder: Path, timeout: float = 60) -> Server:
     port = free_port()
-    cmd = cmd_for_port(port)
-    log_path = folder / f"{name}.log"
-    process = start_and_wait(name, cmd, port, log_path=log_path, timeout=timeout)
-    return Server(name, port, process, cmd, log_path)
+    process = start_and_wait(name, cmd_for_port(port), port, log_path=folder / f"{name}.log", timeout=timeout)
+    return Server(name, port, process)
 
 
 @dataclass
@@ -125,6 +121,118 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         server.stop(10)
 
 
+@pytest.fixture
+def processes() -> Iterator[list[ManagedProcess]]:
+    """Processes a test starts (dedicated servers, workers): stopped at the end, last first."""
+    started: list[ManagedProcess] = []
+    yield started
+    for process in reversed(started):
+        process.stop(10)
+
+
+def settings_env(settings: Settings, metrics_port: int | None = None) -> dict[str, str | None]:
+    """The settings as the environment of a `ticketing` process (None: unset)."""
+    env: dict[str, str | None] = {
+        name.upper(): None if value is None else str(value) for name, value in settings.model_dump().items()
+    }
+    env["WORKER_METRICS_PORT"] = str(metrics_port or free_port())
+    return env
+
+
+def start_worker(settings: Settings, log: Path, metrics_port: int | None = None) -> ManagedProcess:
+    """`ticketing worker` as a real process (so a test can SIGKILL it)."""
+    cmd = [sys.executable, "-m", "ticketing.cli", "worker"]
+    return ManagedProcess("worker").start(cmd, env=settings_env(settings, metrics_port), log_path=log)
+
+
+# ── waiting ──────────────────────────────────────────────────────────────────────────────
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[T | None]],
+    what: str,
+    timeout: float = ...,
+    interval: float = ...,
+    ignore: tuple[type[Exception], ...] = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T | None],
+    what: str,
+    timeout: float = ...,
+    interval: float = ...,
+    ignore: tuple[type[Exception], ...] = ...,
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Any],
+    what: str,
+    timeout: float = 30,
+    interval: float = 0.2,
+    ignore: tuple[type[Exception], ...] = (),
+) -> Any:
+    """Calls `check` (sync or async) until it returns something truthy, and returns that. After
+    `timeout` seconds the test fails, saying what it waited for and the last value seen. An
+    exception of a type in `ignore` counts as "not yet" (a server still starting)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            last = check()
+            if inspect.isawaitable(last):
+                last = await last
+        except ignore as err:
+            last = err
+        else:
+            if last:
+                return last
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last seen: {last!r:.500}")
+        await asyncio.sleep(interval)
+
+
+# ── the contract's error shape ───────────────────────────────────────────────────────────
+def error_entries(body: Any, extra_keys: Collection[str] = ()) -> list[dict[str, Any]]:
+    """`{"errors": [{"message": str, "field": str | null}, ...]}` (at least one entry), and no other
+    key but `extra_keys` (/readyz adds "down"); returns the entries."""
+    assert isinstance(body, dict), body
+    assert "errors" in body, body
+    assert set(body) <= {"errors", *extra_keys}, body
+    errors = body["errors"]
+    assert isinstance(errors, list), body
+    assert errors, body
+    for err in errors:
+        assert isinstance(err, dict), body
+        assert set(err) == {"message", "field"}, body
+        assert isinstance(err["message"], str), body
+        assert err["message"], body
+        assert err["field"] is None or isinstance(err["field"], str), body
+    return errors
+
+
+def assert_error(
+    response: httpx.Response,
+    status: int,
+    field: str | None = None,
+    message: str | None = None,
+    *,
+    extra_keys: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """The status, a JSON body in the contract's error shape, and optionally a field / message
+    among its entries; returns the entries."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    errors = error_entries(response.json(), extra_keys)
+    if field is not None:
+        assert field in [e["field"] for e in errors], errors
+    if message is not None:
+        assert message in [e["message"] for e in errors], errors
+    return errors
+
+
+# ── the stack under test ─────────────────────────────────────────────────────────────────
 @dataclass
 class Message:
     subject: str
@@ -141,6 +249,7 @@ class Stack:
     settings: Settings
     temporal: Client
     servers: Servers
+    app: FastAPI
     _users: int = field(default=0)
 
     async def signup(self, email: str | None = None, password: str = "password") -> dict[str, str]:
@@ -161,16 +270,88 @@ class Stack:
         assert response.status_code == 201, response.text
         return response.json()
 
+    async def place_order(self, price: float = 20.5, title: str = "Concert") -> tuple[dict[str, str], dict]:
+        """A new seller's ticket reserved by a new buyer: (the buyer's headers, the order)."""
+        seller, buyer = await self.signup(), await self.signup()
+        ticket = await self.create_ticket(seller, title=title, price=price)
+        return buyer, await self.create_order(buyer, ticket["id"])
+
+    async def pay(
+        self, headers: dict[str, str], order_id: str, token: str = "pm_card_visa", **kwargs: Any
+    ) -> httpx.Response:
+        return await self.api.post(
+            "/api/payments", json={"orderId": order_id, "token": token}, headers=headers, **kwargs
+        )
+
+    async def charge(self, headers: dict[str, str], order_id: str, token: str = "pm_card_visa") -> dict:
+        """Pays the order: 201 and the charge."""
+        response = await self.pay(headers, order_id, token)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def show_order(self, headers: dict[str, str], order_id: str) -> dict:
+        response = await self.api.get(f"/api/orders/{order_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def wait_for_order_status(
+        self, headers: dict[str, str], order_id: str, status: str, timeout: float = 30
+    ) -> dict:
+        async def shown() -> dict | None:
+            order = await self.show_order(headers, order_id)
+            return order if order["status"] == status else None
+
+        return await eventually(shown, f"order {order_id} to be {status}", timeout)
+
+    def order_handle(self, order_id: str) -> WorkflowHandle[Any, OrderState]:
+        return self.temporal.get_workflow_handle(order_workflow_id(order_id), result_type=OrderState)
+
+    async def final_state(self, order_id: str, timeout: float = 60) -> OrderState:
+        """Waits for the order's workflow to end; returns what it ended with."""
+        return await asyncio.wait_for(self.order_handle(order_id).result(), timeout)
+
     async def messages(self, subject: str | None = None) -> list[Message]:
         return await read_stream(self.settings, subject)
 
     async def wait_for_messages(self, subject: str, count: int, timeout: float = 30) -> list[Message]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
+        """The subject's messages once there are at least `count` of them."""
+
+        async def enough() -> list[Message] | None:
             found = await self.messages(subject)
-            if len(found) >= count or asyncio.get_running_loop().time() > deadline:
-                return found
-            await asyncio.sleep(0.2)
+            return found if len(found) >= count else None
+
+        return await eventually(enough, f"{count} {subject} message(s)", timeout)
+
+
+@dataclass
+class Placed:
+    seller: dict[str, str]
+    buyers: list[dict[str, str]]
+    orders: list[dict]
+    owner: dict[str, dict[str, str]]  # order id -> the buyer's headers
+    tickets: list[str]
+
+
+async def place_orders(stack: Stack, count: int, buyers: int = 5, concurrency: int = 10) -> Placed:
+    """`count` tickets of one seller, each reserved by one of `buyers` buyers (round robin)."""
+    seller = await stack.signup()
+    heads = [await stack.signup() for _ in range(buyers)]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> tuple[dict, dict[str, str], str]:
+        async with gate:
+            ticket = await stack.create_ticket(seller, title=f"Seat {i}", price=10 + i % 7 + 0.5)
+            buyer = heads[i % buyers]
+            return await stack.create_order(buyer, ticket["id"]), buyer, ticket["id"]
+
+    placed = await asyncio.gather(*(one(i) for i in range(count)))
+    return Placed(
+        seller=seller,
+        buyers=heads,
+        orders=[o for o, _, _ in placed],
+        owner={o["id"]: b for o, b, _ in placed},
+        tickets=[t for _, _, t in placed],
+    )
 
 
 async def read_stream(settings: Settings, subject: str | None = None) -> list[Message]:
@@ -192,7 +373,8 @@ async def read_stream(settings: Settings, subject: str | None = None) -> list[Me
                 continue
             if subject is None or msg.subject == subject:
                 headers = msg.headers or {}
-                out.append(Message(msg.subject, json.loads(msg.data or b"{}"), headers.get("Nats-Msg-Id"), seq))
+                data = json.loads(msg.data or b"{}")
+                out.append(Message(str(msg.subject), data, headers.get("Nats-Msg-Id"), seq))
         return out
     finally:
         await nc.close()
@@ -205,31 +387,47 @@ def settings(servers: Servers) -> Settings:
 
 async def drop_streams(target: str | Settings) -> None:
     """Delete every stream of the NATS server at this URL (or the settings' servers, with their
-    credentials and TLS)."""
+    credentials and TLS): one stream owns the subjects, so a new stack's own must be the only one."""
     nc = await nats.connect(**(nats_options(target) if isinstance(target, Settings) else {"servers": target}))
     try:
         js = nc.jetstream()
-        for name in await js.streams_info():
-            await js.delete_stream(name.config.name)
+        for info in await js.streams_info():
+            if info.config.name:
+                await js.delete_stream(info.config.name)
     finally:
         await nc.close()
 
 
 @asynccontextmanager
+async def asgi_client(app: FastAPI, base_url: str = "http://test", **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client that calls the app in process."""
+    transport = httpx.ASGITransport(app=app, **kwargs)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        yield client
+
+
+@asynccontextmanager
 async def run_stack(
-    servers: Servers, settings: Settings, *, worker: bool = True, temporal_client: Client | None = None
+    servers: Servers,
+    settings: Settings | None = None,
+    *,
+    worker: bool = True,
+    temporal_client: Client | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Stack]:
     """The API (in-process, real lifespan) and, unless worker=False, a Temporal worker on the
-    settings' task queue."""
-    await drop_streams(settings)  # one stream owns the subjects: the test's fresh one
+    settings' task queue. Settings: the given ones, or the session's with `overrides`
+    (e.g. order_expiration_seconds=3)."""
+    assert settings is None or not overrides, "pass settings or overrides, not both"
+    settings = settings or servers.settings(**overrides)
+    await drop_streams(settings)
     temporal_client = temporal_client or await connect_temporal(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:
         if worker:
             await stack.enter_async_context(build_worker(temporal_client, settings, app.state.services.bus))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
-            yield Stack(api=api, settings=settings, temporal=temporal_client, servers=servers)
+        async with asgi_client(app) as api:
+            yield Stack(api=api, settings=settings, temporal=temporal_client, servers=servers, app=app)
 
 
 @pytest.fixture
@@ -244,24 +442,6 @@ async def stack_factory(servers: Servers) -> AsyncIterator[Callable[..., Awaitab
     async with contextlib.AsyncExitStack() as exits:
 
         async def make(**overrides: Any) -> Stack:
-            return await exits.enter_async_context(run_stack(servers, servers.settings(**overrides)))
+            return await exits.enter_async_context(run_stack(servers, **overrides))
 
         yield make
-
-
-def assert_error(response, status: int, field: str | None = None, message: str | None = None) -> list[dict]:
-    """The contract's error shape, the status, and optionally a field / message among the errors."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"errors"}, body
-    assert isinstance(body["errors"], list), body
-    assert body["errors"], body
-    for err in body["errors"]:
-        assert set(err) == {"message", "field"}, err
-        assert isinstance(err["message"], str)
-        assert err["message"]
-    if field is not None:
-        assert field in [e["field"] for e in body["errors"]], body
-    if message is not None:
-        assert message in [e["message"] for e in body["errors"]], body
-    return body["errors"]

@@ -5,40 +5,22 @@ from __future__ import annotations
 import json
 import logging
 
-import httpx
 import pytest
-from fastapi import HTTPException
+from fastapi import FastAPI, HTTPException
 
 from api.app import create_app
 from api.errors import BadRequest
 from ticketing.settings import Settings
 
+from .conftest import Stack, asgi_client, assert_error
+
 JSON = {"content-type": "application/json"}
 
 
-def assert_shape(response, status: int) -> list[dict]:
-    """Exactly {"errors": [{"message": str, "field": str | null}, ...]} with the given status."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body, dict), body
-    assert set(body) == {"errors"}, body
-    errors = body["errors"]
-    assert isinstance(errors, list), body
-    assert errors, body
-    for err in errors:
-        assert isinstance(err, dict), err
-        assert set(err) == {"message", "field"}, err
-        assert isinstance(err["message"], str), err
-        assert err["message"], err
-        assert err["field"] is None or isinstance(err["field"], str), err
-    return errors
-
-
 @pytest.mark.parametrize("path", ["/nope", "/api/nope", "/api/users/nope", "/api/tickets/a/b"])
-async def test_unknown_route_404(stack, path):
+async def test_unknown_route_404(stack: Stack, path):
     r = await stack.api.get(path)
-    assert assert_shape(r, 404) == [{"message": "Not found", "field": None}]
+    assert assert_error(r, 404) == [{"message": "Not found", "field": None}]
 
 
 @pytest.mark.parametrize(
@@ -51,46 +33,46 @@ async def test_unknown_route_404(stack, path):
         ("POST", "/healthz", {"GET"}),
     ],
 )
-async def test_wrong_method_405(stack, method, path, allowed):
+async def test_wrong_method_405(stack: Stack, method, path, allowed):
     r = await stack.api.request(method, path)
-    assert assert_shape(r, 405) == [{"message": "Method not allowed", "field": None}]
+    assert assert_error(r, 405) == [{"message": "Method not allowed", "field": None}]
     assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
 
 
 @pytest.mark.parametrize("raw", ["{bad json", "{", '{"email": "a@b.com",}', "{'email': 'a@b.com'}"])
-async def test_malformed_json_400(stack, raw):
+async def test_malformed_json_400(stack: Stack, raw):
     r = await stack.api.post("/api/users/signup", content=raw, headers=JSON)
-    errors = assert_shape(r, 400)
+    errors = assert_error(r, 400)
     assert errors == [{"message": "Malformed JSON body", "field": None}]
 
 
-async def test_malformed_json_on_authenticated_route(stack):
+async def test_malformed_json_on_authenticated_route(stack: Stack):
     headers = {**await stack.signup(), **JSON}
     r = await stack.api.post("/api/tickets", content='{"title": "x", "price": ', headers=headers)
-    assert assert_shape(r, 400) == [{"message": "Malformed JSON body", "field": None}]
+    assert assert_error(r, 400) == [{"message": "Malformed JSON body", "field": None}]
 
 
 @pytest.mark.parametrize("raw", ["[]", '[{"email": "a@b.com", "password": "password"}]', "null", '"text"', "42"])
-async def test_wrong_top_level_type_400(stack, raw):
+async def test_wrong_top_level_type_400(stack: Stack, raw):
     r = await stack.api.post("/api/users/signup", content=raw, headers=JSON)
-    errors = assert_shape(r, 400)
+    errors = assert_error(r, 400)
     assert len(errors) == 1
     assert errors[0]["field"] is None
 
 
-async def test_undecodable_and_empty_bodies_400(stack):
+async def test_undecodable_and_empty_bodies_400(stack: Stack):
     for raw, headers in ((b"\xff\xfe{", JSON), (b"", JSON), (b"", {}), (b"email=a@b.com", {})):
         r = await stack.api.post("/api/users/signup", content=raw, headers=headers)
-        assert_shape(r, 400)
+        assert_error(r, 400)
 
 
-async def test_deeply_nested_json_400(stack):
+async def test_deeply_nested_json_400(stack: Stack):
     raw = "[" * 100_000 + "]" * 100_000
     r = await stack.api.post("/api/users/signup", content=raw, headers=JSON)
-    assert_shape(r, 400)
+    assert_error(r, 400)
 
 
-async def test_two_megabyte_body(stack):
+async def test_two_megabyte_body(stack: Stack):
     headers = {**await stack.signup(), **JSON}
     big = "a" * (2 * 1024 * 1024)
     for path, payload in (
@@ -100,10 +82,10 @@ async def test_two_megabyte_body(stack):
     ):
         r = await stack.api.post(path, content=json.dumps(payload), headers=headers)
         assert r.status_code in (400, 413), (path, r.status_code)
-        assert_shape(r, r.status_code)
+        assert_error(r, r.status_code)
     r = await stack.api.post("/api/users/signup", content=big, headers=JSON)
     assert r.status_code in (400, 413)
-    assert_shape(r, r.status_code)
+    assert_error(r, r.status_code)
     # Still serving, and nothing was stored.
     assert (await stack.api.get("/healthz")).status_code == 200
     r = await stack.api.get("/api/tickets")
@@ -111,24 +93,24 @@ async def test_two_megabyte_body(stack):
     assert r.json() == []
 
 
-async def test_validation_errors_one_entry_per_field(stack):
+async def test_validation_errors_one_entry_per_field(stack: Stack):
     r = await stack.api.post("/api/users/signup", json={"email": "bad", "password": "x", "extra": 1})
-    errors = assert_shape(r, 400)
+    errors = assert_error(r, 400)
     assert sorted(e["field"] for e in errors) == ["email", "extra", "password"]
     assert r.status_code != 422
 
 
-async def test_api_errors_in_shape(stack):
+async def test_api_errors_in_shape(stack: Stack):
     stack.api.cookies.clear()
-    assert_shape(await stack.api.post("/api/tickets", json={"title": "x", "price": 1}), 401)
-    assert_shape(await stack.api.get("/api/tickets/abc"), 404)
-    assert_shape(await stack.api.post("/api/users/signin", json={"email": "x@y.com", "password": "nope"}), 400)
+    assert_error(await stack.api.post("/api/tickets", json={"title": "x", "price": 1}), 401)
+    assert_error(await stack.api.get("/api/tickets/abc"), 404)
+    assert_error(await stack.api.post("/api/users/signin", json={"email": "x@y.com", "password": "nope"}), 400)
 
 
 # ── unexpected failures ───────────────────────────────────────────────────────────────
 
 
-def _app_with_routes():
+def _app_with_routes() -> FastAPI:
     app = create_app(Settings(app_env="test"))
 
     async def boom() -> dict:
@@ -151,12 +133,10 @@ def _app_with_routes():
 
 
 async def test_unexpected_exception_is_generic_500(caplog):
-    app = _app_with_routes()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with asgi_client(_app_with_routes(), raise_app_exceptions=False) as client:
         with caplog.at_level(logging.ERROR, logger="api.errors"):
             r = await client.get("/boom")
-        errors = assert_shape(r, 500)
+        errors = assert_error(r, 500)
         assert errors == [{"message": "Something went wrong", "field": None}]
         assert "secret" not in r.text
         assert "mongodb" not in r.text
@@ -168,14 +148,14 @@ async def test_unexpected_exception_is_generic_500(caplog):
         assert "/boom" in logged[-1].getMessage()
 
         r = await client.post("/sync-boom")
-        assert assert_shape(r, 500) == [{"message": "Something went wrong", "field": None}]
+        assert assert_error(r, 500) == [{"message": "Something went wrong", "field": None}]
         assert "secret" not in r.text
 
         r = await client.get("/teapot")
-        assert assert_shape(r, 418) == [{"message": "I'm a teapot", "field": None}]
+        assert assert_error(r, 418) == [{"message": "I'm a teapot", "field": None}]
 
         r = await client.get("/bad")
-        assert assert_shape(r, 400) == [{"message": "Nope", "field": "thing"}]
+        assert assert_error(r, 400) == [{"message": "Nope", "field": "thing"}]
 
         # Still answering after the failures.
         assert (await client.get("/healthz")).status_code == 200

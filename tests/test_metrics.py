@@ -11,8 +11,7 @@ import urllib.request
 from devstack import free_port
 from ticketing.logs import JsonFormatter
 
-from .conftest import Servers, run_stack
-from .test_durability import start_worker
+from .conftest import Servers, run_stack, start_worker
 
 
 async def test_api_metrics_by_route(stack):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from ticketing.documents import Charge, ChargeStatus, Order
-from ticketing.payloads import OrderState
+import httpx
+from temporalio.client import WorkflowExecutionStatus
 
-try:
-    from .stripe_proxy import StripeProxy, custom_stack, intent_event, local_stripe, send_webhook, sign
-except ImportError:  # tests/ is not a package
-    from stripe_proxy import StripeProxy, custom_stack, intent_event, local_stripe, send_webhook, sign
+from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus
+from ticketing.temporal import refund_workflow_id
+
+from .conftest import Servers, Stack, eventually, run_stack
+from .stripe_proxy import deliver, intent_event, local_stripe, start_three_d_secure, stripe_proxy
 
 ORDERS = 20
 
@@ -21,23 +22,8 @@ def _expires_at(order: dict) -> datetime:
     return datetime.fromisoformat(order["expiresAt"].replace("Z", "+00:00"))
 
 
-async def _final_state(stack, order_id: str) -> OrderState:
-    """Waits for the order's workflow to end; returns what it ended with."""
-    handle = stack.temporal.get_workflow_handle(f"order-{order_id}")
-    return OrderState.model_validate(await asyncio.wait_for(handle.result(), 60))
-
-
-async def _wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(interval)
-
-
-async def test_payments_at_expiry_end_complete_xor_cancelled(servers):
-    async with custom_stack(servers, order_expiration_seconds=3) as stack:
+async def test_payments_at_expiry_end_complete_xor_cancelled(servers: Servers) -> None:
+    async with run_stack(servers, order_expiration_seconds=3) as stack:
         seller = await stack.signup()
         buyer = await stack.signup()
         tickets = [await stack.create_ticket(seller, title=f"Seat {i}", price=10 + i) for i in range(ORDERS)]
@@ -47,17 +33,15 @@ async def test_payments_at_expiry_end_complete_xor_cancelled(servers):
         # a few clearly in time, then from 50 ms before expiresAt to 40 ms after it, 6 ms apart
         offsets = [-0.3, -0.2, -0.1, *((i - 8) * 0.006 for i in range(ORDERS - 3))]
 
-        async def pay_at(order: dict, offset: float):
+        async def pay_at(order: dict, offset: float) -> httpx.Response:
             delay = (_expires_at(order) - datetime.now(UTC)).total_seconds() + offset
             await asyncio.sleep(max(0.0, delay))
-            return await stack.api.post(
-                "/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer
-            )
+            return await stack.pay(buyer, order["id"])
 
         responses = await asyncio.gather(*(pay_at(o, off) for o, off in zip(orders, offsets, strict=True)))
         assert {r.status_code for r in responses} <= {201, 400}, [(r.status_code, r.text) for r in responses]
 
-        results = await asyncio.gather(*(_final_state(stack, o["id"]) for o in orders))
+        results = await asyncio.gather(*(stack.final_state(o["id"]) for o in orders))
         charge_msgs = {m.data["orderId"] for m in await stack.messages("charge:created")}
         cancel_msgs = {m.data["id"] for m in await stack.messages("order:cancelled")}
         completed = []
@@ -67,10 +51,10 @@ async def test_payments_at_expiry_end_complete_xor_cancelled(servers):
                 stored = await Order.get(oid)
                 assert stored is not None
                 assert result.status == stored.status
-                assert result.status.value in ("complete", "cancelled"), result
+                assert result.status in (OrderStatus.COMPLETE, OrderStatus.CANCELLED), result
                 succeeded = [pi for pi in await ls.intents_for_order(oid) if pi["status"] == "succeeded"]
                 charges = await Charge.find(Charge.order_id == oid).to_list()
-                if result.status.value == "complete":
+                if result.status == OrderStatus.COMPLETE:
                     completed.append(oid)
                     assert response.status_code == 201, response.text
                     charge = response.json()
@@ -95,18 +79,10 @@ async def test_payments_at_expiry_end_complete_xor_cancelled(servers):
         assert await Charge.find(Charge.status == ChargeStatus.REFUNDED).to_list() == []
 
 
-async def test_pending_three_d_secure_is_cancelled_with_the_order(stack):
-    seller = await stack.signup()
-    buyer = await stack.signup()
-    ticket = await stack.create_ticket(seller)
-    order = await stack.create_order(buyer, ticket["id"])
+async def test_pending_three_d_secure_is_cancelled_with_the_order(stack: Stack) -> None:
+    buyer, order = await stack.place_order()
     async with local_stripe(stack.settings.stripe_api_base) as ls:
-        card = await ls.three_d_secure_card()
-        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer)
-        assert r.status_code == 202, r.text
-        action = r.json()
-        assert action["status"] == "requires_action"
-        assert action["clientSecret"]
+        action = await start_three_d_secure(stack, ls, buyer, order["id"])
         intent_id = action["paymentIntentId"]
 
         r = await stack.api.delete(f"/api/orders/{order['id']}", headers=buyer)
@@ -119,70 +95,58 @@ async def test_pending_three_d_secure_is_cancelled_with_the_order(stack):
         )
         assert late.status_code == 400, late.text
 
-    assert (await _final_state(stack, order["id"])).status.value == "cancelled"
-    r = await stack.api.get(f"/api/orders/{order['id']}", headers=buyer)
-    assert r.json()["status"] == "cancelled"
+    assert (await stack.final_state(order["id"])).status == OrderStatus.CANCELLED
+    assert (await stack.show_order(buyer, order["id"]))["status"] == "cancelled"
     assert await stack.messages("charge:created") == []
     assert len(await stack.messages("order:cancelled")) == 1
     assert await Charge.find(Charge.order_id == order["id"]).to_list() == []
 
 
-async def test_late_confirmation_for_a_cancelled_order_is_refunded_once(stack):
-    seller = await stack.signup()
-    buyer = await stack.signup()
-    ticket = await stack.create_ticket(seller, price=20.5)
-    order = await stack.create_order(buyer, ticket["id"])
+async def test_late_confirmation_for_a_cancelled_order_is_refunded_once(stack: Stack) -> None:
+    buyer, order = await stack.place_order(price=20.5)
     r = await stack.api.delete(f"/api/orders/{order['id']}", headers=buyer)
     assert r.status_code == 204, r.text
-    await _final_state(stack, order["id"])
+    await stack.final_state(order["id"])
 
     async with local_stripe(stack.settings.stripe_api_base) as ls:
         intent = await ls.paid_intent(order["id"], 2050)  # it succeeded at Stripe after all
         assert intent["status"] == "succeeded"
         payload = intent_event(intent)
-        secret = stack.settings.stripe_webhook_secret
-        r = await send_webhook(stack, payload, sign(payload, secret))
-        assert r.status_code == 200, r.text
+        await deliver(stack, payload)
 
-        async def refunded():
+        async def refunded() -> list[Charge] | None:
             charges = await Charge.find(Charge.stripe_id == intent["id"]).to_list()
             return charges if charges and charges[0].status == ChargeStatus.REFUNDED else None
 
-        charges = await _wait_for(refunded)
-        assert charges, "the late payment was not refunded"
+        charges = await eventually(refunded, "the late payment's refund")
         refunds = await ls.refunds_for(intent["id"])
         assert [(x["id"], x["amount"], x["status"]) for x in refunds] == [(charges[0].refund_id, 2050, "succeeded")]
         assert (charges[0].order_id, charges[0].amount, charges[0].currency) == (order["id"], 2050, "usd")
+        refund = stack.temporal.get_workflow_handle(refund_workflow_id(intent["id"]))
+        first_run = await refund.describe()
+        assert first_run.status == WorkflowExecutionStatus.COMPLETED
 
-        # Stripe delivers the event again: still one refund
-        r = await send_webhook(stack, payload, sign(payload, secret))
-        assert r.status_code == 200, r.text
-        await asyncio.sleep(2)
+        # Stripe delivers the event again: the API looks at the order before it answers, and starts
+        # no second refund (the refund workflow is still the first run): still one refund.
+        await deliver(stack, payload)
+        assert (await refund.describe()).run_id == first_run.run_id
         assert len(await ls.refunds_for(intent["id"])) == 1
         assert len(await Charge.find(Charge.order_id == order["id"]).to_list()) == 1
 
-    r = await stack.api.get(f"/api/orders/{order['id']}", headers=buyer)
-    assert r.json()["status"] == "cancelled"
+    assert (await stack.show_order(buyer, order["id"]))["status"] == "cancelled"
     assert await stack.messages("charge:created") == []
 
 
-async def test_other_confirmed_payment_is_refunded_when_the_order_is_paid(stack):
+async def test_other_confirmed_payment_is_refunded_when_the_order_is_paid(stack: Stack) -> None:
     """A PaymentIntent for the order succeeds at Stripe (webhook while the workflow runs), then the
     buyer pays normally: the order keeps one payment and the other one is given back."""
-    seller = await stack.signup()
-    buyer = await stack.signup()
-    ticket = await stack.create_ticket(seller, price=20.5)
-    order = await stack.create_order(buyer, ticket["id"])
+    buyer, order = await stack.place_order(price=20.5)
     async with local_stripe(stack.settings.stripe_api_base) as ls:
         other = await ls.paid_intent(order["id"], 2050)
-        payload = intent_event(other)
-        r = await send_webhook(stack, payload, sign(payload, stack.settings.stripe_webhook_secret))
-        assert r.status_code == 200, r.text
+        await deliver(stack, intent_event(other))
 
-        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer)
-        assert r.status_code == 201, r.text
-        kept = r.json()["stripeId"]
-        assert (await _final_state(stack, order["id"])).status.value == "complete"
+        kept = (await stack.charge(buyer, order["id"]))["stripeId"]
+        assert (await stack.final_state(order["id"])).status == OrderStatus.COMPLETE
 
         assert await ls.refunds_for(kept) == []
         assert [x["amount"] for x in await ls.refunds_for(other["id"])] == [2050]
@@ -191,65 +155,44 @@ async def test_other_confirmed_payment_is_refunded_when_the_order_is_paid(stack)
     assert len(await stack.messages("charge:created")) == 1
 
 
-async def test_paying_while_three_d_secure_is_pending_cancels_the_pending_intent(stack):
-    seller = await stack.signup()
-    buyer = await stack.signup()
-    ticket = await stack.create_ticket(seller)
-    order = await stack.create_order(buyer, ticket["id"])
+async def test_paying_while_three_d_secure_is_pending_cancels_the_pending_intent(stack: Stack) -> None:
+    buyer, order = await stack.place_order()
     async with local_stripe(stack.settings.stripe_api_base) as ls:
-        card = await ls.three_d_secure_card()
-        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer)
-        assert r.status_code == 202, r.text
-        pending = r.json()["paymentIntentId"]
-
-        r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer)
-        assert r.status_code == 201, r.text
-        assert (await _final_state(stack, order["id"])).status.value == "complete"
+        pending = (await start_three_d_secure(stack, ls, buyer, order["id"]))["paymentIntentId"]
+        await stack.charge(buyer, order["id"])
+        assert (await stack.final_state(order["id"])).status == OrderStatus.COMPLETE
         # the abandoned 3-D Secure payment can no longer take the buyer's money
         assert (await ls.intent(pending))["status"] == "canceled"
         statuses = sorted(pi["status"] for pi in await ls.intents_for_order(order["id"]))
         assert statuses == ["canceled", "succeeded"]
 
 
-async def test_three_d_secure_confirmed_while_another_payment_is_charging(servers):
+async def test_three_d_secure_confirmed_while_another_payment_is_charging(servers: Servers) -> None:
     """3-D Secure completes (webhook) while a second payment's confirm is in flight: the workflow
     waits for the charge, keeps one payment, refunds the other and ends."""
-    proxy = await StripeProxy("127.0.0.1", servers.stripe.port, drop_first=None).start()
-    try:
-        async with custom_stack(servers, stripe_api_base=proxy.url) as stack:
-            seller = await stack.signup()
-            buyer = await stack.signup()
-            ticket = await stack.create_ticket(seller, price=20.5)
-            order = await stack.create_order(buyer, ticket["id"])
-            async with local_stripe(f"http://{servers.stripe.url}") as ls:
-                card = await ls.three_d_secure_card()
-                r = await stack.api.post("/api/payments", json={"orderId": order["id"], "token": card}, headers=buyer)
-                assert r.status_code == 202, r.text
-                action = r.json()
-                first = await ls.authenticate(action["paymentIntentId"], action["clientSecret"])
-                assert first["status"] == "succeeded"
+    async with (
+        stripe_proxy(servers.stripe, drop_first=None) as proxy,
+        run_stack(servers, stripe_api_base=proxy.url) as stack,
+        local_stripe(f"http://{servers.stripe.url}") as ls,
+    ):
+        buyer, order = await stack.place_order(price=20.5)
+        action = await start_three_d_secure(stack, ls, buyer, order["id"])
+        first = await ls.authenticate(action["paymentIntentId"], action["clientSecret"])
+        assert first["status"] == "succeeded"
 
-                proxy.confirm_delay = 2.0
-                paying = asyncio.create_task(
-                    stack.api.post(
-                        "/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer
-                    )
-                )
-                await asyncio.sleep(1.0)  # the second confirm is on its way
-                payload = intent_event(first)
-                r = await send_webhook(stack, payload, sign(payload, stack.settings.stripe_webhook_secret))
-                assert r.status_code == 200, r.text
-                second = await paying
-                assert second.status_code == 201, second.text
-                kept = second.json()["stripeId"]
+        proxy.confirm_delay = 2.0
+        paying = asyncio.create_task(stack.pay(buyer, order["id"]))
+        await eventually(lambda: proxy.held, "the second payment's confirm to reach Stripe")
+        await deliver(stack, intent_event(first))
+        second = await paying
+        assert second.status_code == 201, second.text
+        kept = second.json()["stripeId"]
 
-                assert (await _final_state(stack, order["id"])).status.value == "complete"
-                succeeded = {pi["id"] for pi in await ls.intents_for_order(order["id"]) if pi["status"] == "succeeded"}
-                assert succeeded == {kept, first["id"]}
-                assert await ls.refunds_for(kept) == []
-                assert len(await ls.refunds_for(first["id"])) == 1
-            charges = {c.stripe_id: c.status for c in await Charge.find(Charge.order_id == order["id"]).to_list()}
-            assert charges == {kept: ChargeStatus.SUCCEEDED, first["id"]: ChargeStatus.REFUNDED}
-            assert len(await stack.messages("charge:created")) == 1
-    finally:
-        await proxy.stop()
+        assert (await stack.final_state(order["id"])).status == OrderStatus.COMPLETE
+        succeeded = {pi["id"] for pi in await ls.intents_for_order(order["id"]) if pi["status"] == "succeeded"}
+        assert succeeded == {kept, first["id"]}
+        assert await ls.refunds_for(kept) == []
+        assert len(await ls.refunds_for(first["id"])) == 1
+        charges = {c.stripe_id: c.status for c in await Charge.find(Charge.order_id == order["id"]).to_list()}
+        assert charges == {kept: ChargeStatus.SUCCEEDED, first["id"]: ChargeStatus.REFUNDED}
+        assert len(await stack.messages("charge:created")) == 1

@@ -42,9 +42,8 @@ from workers.reconcile import ensure_schedule
 from workers.worker import WORKFLOWS
 from workflows.reconcile import ReconcileWorkflow
 
-from .conftest import Server, Servers, Stack, run_stack, start_server
+from .conftest import Server, Servers, Stack, run_stack, settings_env, start_server, start_worker
 from .stripe_proxy import LocalStripe, StripeProxy, local_stripe
-from .test_durability import settings_env, start_worker
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +109,7 @@ async def make_cases(ls: LocalStripe) -> Cases:
     e = await ls.paid_intent(str(still_open), 2050)
     await _order(still_open, OrderStatus.CREATED, expires_in=600)
 
-    pi = await ls._call(
-        "POST", "/v1/payment_intents", {"amount": "700", "currency": "usd", "payment_method": "pm_card_visa"}
-    )
-    f = await ls._call("POST", f"/v1/payment_intents/{pi['id']}/confirm")
+    f = await ls.paid_intent(None, 700)
     for intent in (a, b, own, c, e, f):
         assert intent["status"] == "succeeded"
     return Cases(a, b, own, c, d, e, f, str(charge.id), str(still_open))

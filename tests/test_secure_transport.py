@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +32,7 @@ from ticketing.settings import Settings
 from ticketing.temporal import connect_temporal, order_workflow_id
 from workflows.order import OrderWorkflow
 
-from .conftest import Servers, run_stack
-from .test_durability import start_worker
+from .conftest import Servers, run_stack, start_worker
 
 NATS_USER, NATS_PASSWORD, NATS_TOKEN = "ticketing", "nats-pa55word", "nats-token-0123456789"
 MONGO_USER, MONGO_PASSWORD = "app", "mongo-pa55word"
@@ -195,14 +194,6 @@ async def secure(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> 
         await proxy.stop()
         mongo_proc.kill()  # a throwaway store: no need for SecantusDB's slow clean shutdown
         nats_proc.stop(10)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ManagedProcess]]:
-    started: list[ManagedProcess] = []
-    yield started
-    for process in started:
-        process.stop(10)
 
 
 async def test_api_and_worker_over_tls_with_credentials(servers: Servers, secure: SecureServers, processes, tmp_path):

@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,10 @@ import uvicorn
 from beanie import PydanticObjectId
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from api.app import create_app
 from devstack import free_port, localstripe_cmd
 from ticketing.documents import Charge, Ticket
-from ticketing.temporal import connect_temporal
-from workers.worker import build_worker
 
-try:
-    from .conftest import Server, Servers, Stack, drop_streams, start_server
-except ImportError:  # tests/ is not a package
-    from conftest import Server, Servers, Stack, drop_streams, start_server
+from .conftest import Server, Servers, Stack, eventually, run_stack, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -57,9 +51,9 @@ class Web:
 
 
 @pytest.fixture(scope="module")
-def web_stripe(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def web_stripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """localstripe for this module only: its webhooks point at this module's API."""
-    server: Server = start_server("stripe-web", localstripe_cmd, tmp_path_factory.mktemp("stripe-web"))
+    server = start_server("stripe-web", localstripe_cmd, tmp_path_factory.mktemp("stripe-web"))
     yield server
     server.stop(10)
 
@@ -78,44 +72,42 @@ async def browser() -> AsyncIterator[Browser]:
 
 @contextlib.asynccontextmanager
 async def web_stack(servers: Servers, stripe_server: Server, **overrides: Any) -> AsyncIterator[Web]:
-    """The API on a real loopback port (uvicorn in this event loop) and a worker."""
+    """The stack's API also served on a real loopback port (uvicorn in this event loop)."""
     stripe_base = f"http://{stripe_server.url}"
-    settings = servers.settings(
+    async with run_stack(
+        servers,
         stripe_api_base=stripe_base,
         stripe_js_url=f"{stripe_base}/js.stripe.com/v3/",
         stripe_publishable_key="pk_test_web",
         **overrides,
-    )
-    await drop_streams(settings.nats_url)
-    temporal = await connect_temporal(settings)
-    app = create_app(settings)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    async with app.router.lifespan_context(app), build_worker(temporal, settings, app.state.services.bus):
+    ) as stack:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", timeout_graceful_shutdown=1
+            stack.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", timeout_graceful_shutdown=1
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
+
+        def started() -> bool:
+            if serving.done():
+                serving.result()  # raises why it could not start
+            return server.started
+
         try:
-            while not server.started:
-                if serving.done():
-                    serving.result()  # raises why it could not start
-                await asyncio.sleep(0.02)
+            await eventually(started, "uvicorn to serve the API", interval=0.02)
             async with httpx.AsyncClient(base_url=stripe_base) as ls:
                 # Signed like Stripe's (t=...,v1=HMAC-SHA256) with the API's webhook secret.
                 r = await ls.post(
                     "/_config/webhooks/web-tests",
                     data={
                         "url": f"{base}/api/payments/webhook",
-                        "secret": settings.stripe_webhook_secret,
+                        "secret": stack.settings.stripe_webhook_secret,
                         "events[]": ["payment_intent.succeeded", "payment_intent.payment_failed"],
                     },
                 )
                 assert r.status_code == 200, r.text
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
-                yield Web(base, Stack(api=api, settings=settings, temporal=temporal, servers=servers))
+            yield Web(base, stack)
         finally:
             server.should_exit = True
             await serving

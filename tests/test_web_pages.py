@@ -7,10 +7,7 @@ import pytest
 
 from ticketing.documents import Ticket
 
-try:
-    from .conftest import assert_error
-except ImportError:  # tests/ is not a package
-    from conftest import assert_error
+from .conftest import assert_error
 
 
 def cookie(headers: dict[str, str]) -> dict[str, str]:

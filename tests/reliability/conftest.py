@@ -1,9 +1,10 @@
-"""Shared pieces of the reliability suite: a fault-injecting Stripe proxy, order placement and
-payment with bounded client retries, and `audit`, which COUNTS every outcome after a scenario
-(workflow results, MongoDB, localstripe, the JetStream stream) and records a one-line summary
-that pytest prints at the end of the run (the figures in docs/reliability.md).
+"""Shared pieces of the reliability suite: order placement and payment with bounded client
+retries, and `audit`, which COUNTS every outcome after a scenario (workflow results, MongoDB,
+localstripe, the JetStream stream) and records a one-line summary that pytest prints at the end of
+the run (the figures in docs/reliability.md).
 
-The top-level fixtures (`servers`, `stack`, `stack_factory`) come from tests/conftest.py."""
+The top-level fixtures (`servers`, `stack`, `stack_factory`, `processes`) come from tests/conftest.py,
+the fault-injecting Stripe proxy from tests/stripe_proxy.py."""
 
 from __future__ import annotations
 
@@ -11,21 +12,15 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from devstack import ManagedProcess
-from ticketing.temporal import order_workflow_id
-from workflows.order import OrderWorkflow
-
-from ..conftest import Stack
-from ..stripe_proxy import CONFIRM, LocalStripe, Seen, StripeProxy
+from ..conftest import Placed, Stack
+from ..stripe_proxy import LocalStripe
 
 SUMMARIES: list[str] = []
 
@@ -42,136 +37,7 @@ def record(line: str) -> None:
     print(line)
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ManagedProcess]]:
-    """Processes a test starts (dedicated servers, workers): stopped at the end, by handle."""
-    started: list[ManagedProcess] = []
-    yield started
-    for process in reversed(started):
-        process.stop(10)
-
-
-# ── Stripe faults ────────────────────────────────────────────────────────────────────────
-STRIPE_500 = b'{"error": {"type": "api_error", "message": "injected fault: Stripe is having a bad moment"}}'
-
-
-@dataclass
-class FaultProxy(StripeProxy):
-    """The colleague's StripeProxy, with more faults (all off by default):
-
-    - `confirm_delay`: each confirm waits this long before reaching localstripe (charges in flight);
-    - `fail_first`: the first attempt of every call (method, path, Idempotency-Key) gets a 500
-      without reaching localstripe;
-    - `drop_after_success`: the first call that localstripe answers 2xx has its reply dropped
-      (applied upstream, connection closed: the caller's request times out).
-    """
-
-    confirm_delay: float = 0.0
-    fail_first: bool = False
-    drop_after_success: bool = False
-    confirms_in_flight: int = 0
-    confirms_started: int = 0
-    failed: list[str] = field(default_factory=list)  # calls answered with an injected 500
-    _attempts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    _succeeded: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.drop_first = None  # the parent's single drop is replaced by the rules above
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            request_line, *header_lines = head.decode("latin-1").split("\r\n")
-            method, target, _version = request_line.split(" ", 2)
-            path = target.split("?", 1)[0]
-            headers = [h for h in header_lines if h]
-            length, idem = 0, ""
-            for h in headers:
-                name, _, value = h.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
-                if name.strip().lower() == "idempotency-key":
-                    idem = value.strip()
-            body = await reader.readexactly(length) if length else b""
-            key = (method, path, idem if method == "POST" else target)
-            self._attempts[key] += 1
-
-            if self.fail_first and self._attempts[key] == 1:
-                self.failed.append(f"{method} {path}")
-                self.seen.append(Seen(method, path, 500))
-                writer.write(
-                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(STRIPE_500)}\r\nConnection: close\r\n\r\n".encode()
-                    + STRIPE_500
-                )
-                await writer.drain()
-                return
-
-            is_confirm = method == "POST" and CONFIRM.match(path) is not None
-            if is_confirm:
-                self.confirms_started += 1
-                self.confirms_in_flight += 1
-            try:
-                if is_confirm and self.confirm_delay:
-                    await asyncio.sleep(self.confirm_delay)
-                kept = [h for h in headers if h.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")]
-                upstream_head = "\r\n".join([request_line, *kept, "Connection: close", "", ""]).encode("latin-1")
-                up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
-                try:
-                    up_writer.write(upstream_head + body)
-                    await up_writer.drain()
-                    response = await up_reader.read()
-                finally:
-                    up_writer.close()
-            finally:
-                if is_confirm:
-                    self.confirms_in_flight -= 1
-            status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
-            if self.drop_after_success and 200 <= status < 300 and key not in self._succeeded:
-                self._succeeded.add(key)
-                self.dropped.append(path)
-                self.seen.append(Seen(method, path, None))
-                return  # applied upstream, never answered
-            self.seen.append(Seen(method, path, status))
-            writer.write(response)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 # ── placing and paying orders ────────────────────────────────────────────────────────────
-@dataclass
-class Placed:
-    seller: dict[str, str]
-    buyers: list[dict[str, str]]
-    orders: list[dict]
-    owner: dict[str, dict[str, str]]  # order id -> the buyer's headers
-    tickets: list[str]
-
-
-async def place_orders(stack: Stack, count: int, buyers: int = 5, concurrency: int = 10) -> Placed:
-    seller = await stack.signup()
-    heads = [await stack.signup() for _ in range(buyers)]
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> tuple[dict, dict[str, str], str]:
-        async with gate:
-            ticket = await stack.create_ticket(seller, title=f"Seat {i}", price=10 + i % 7 + 0.5)
-            buyer = heads[i % buyers]
-            return await stack.create_order(buyer, ticket["id"]), buyer, ticket["id"]
-
-    placed = await asyncio.gather(*(one(i) for i in range(count)))
-    return Placed(
-        seller=seller,
-        buyers=heads,
-        orders=[o for o, _, _ in placed],
-        owner={o["id"]: b for o, b, _ in placed},
-        tickets=[t for _, _, t in placed],
-    )
-
-
 async def pay(
     stack: Stack, headers: dict[str, str], order_id: str, token: str = "pm_card_visa", deadline: float = 120
 ) -> list[int]:
@@ -225,8 +91,7 @@ async def final_states(stack: Stack, orders: list[dict], timeout: float) -> dict
     """Each order workflow's result status (waits for every workflow to close)."""
 
     async def one(order_id: str) -> tuple[str, str]:
-        handle = stack.temporal.get_workflow_handle_for(OrderWorkflow.run, order_workflow_id(order_id))
-        result = await handle.result()
+        result = await stack.final_state(order_id, timeout)
         return order_id, str(result.status.value if result.status else f"rejected:{result.rejected_reason}")
 
     results = await asyncio.wait_for(asyncio.gather(*(one(o["id"]) for o in orders)), timeout)
@@ -307,9 +172,8 @@ async def audit(
     succeeded = refunded = other = 0
     ls = LocalStripe(stripe_base or f"http://{stack.servers.stripe.url}")
     try:
-        listing = await ls._call("GET", "/v1/payment_intents?limit=1000000")
         by_order: dict[str, list[dict]] = {}
-        for pi in listing["data"]:
+        for pi in await ls.intents():
             order_id = (pi.get("metadata") or {}).get("orderId")
             if order_id in states:
                 by_order.setdefault(order_id, []).append(pi)

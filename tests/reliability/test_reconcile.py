@@ -31,10 +31,9 @@ from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket
 from ticketing.reconcile import ReconcileInput, ReconcileResult
 from workflows.reconcile import ReconcileWorkflow
 
-from ..conftest import Servers, run_stack, start_server
+from ..conftest import Servers, place_orders, run_stack, start_server, start_worker
 from ..stripe_proxy import StripeProxy, local_stripe
-from ..test_durability import start_worker
-from .conftest import final_states, pay, place_orders, record
+from .conftest import final_states, pay, record
 
 PAID, CANCELLED = 20, 20
 
@@ -131,8 +130,7 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
             await proxy.stop()
 
         # ── count ────────────────────────────────────────────────────────────────────────
-        listing = await ls._call("GET", "/v1/payment_intents?limit=1000")
-        intents = {pi["id"]: pi for pi in listing["data"]}
+        intents = {pi["id"]: pi for pi in await ls.intents()}
         refunds: Counter[str] = Counter()
         for pi in intents.values():
             if pi["status"] == "succeeded":

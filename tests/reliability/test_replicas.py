@@ -25,9 +25,8 @@ from temporalio import workflow
 from devstack import ManagedProcess, free_port
 from workflows.order import OrderWorkflow
 
-from ..conftest import Servers, run_stack
-from ..test_durability import settings_env, start_worker
-from .conftest import Placed, audit, record
+from ..conftest import Placed, Servers, run_stack, settings_env, start_worker
+from .conftest import audit, record
 
 ORDERS = 500
 EXPIRES = 30  # seconds: the paid half is paid right after its creation, well before it expires
