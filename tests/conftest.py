@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
@@ -21,6 +22,7 @@ import nats
 import pytest
 from fastapi import FastAPI
 from nats.js.errors import NotFoundError
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 
 from api.app import create_app
@@ -39,8 +41,18 @@ from ticketing.payloads import OrderState
 from ticketing.settings import Settings
 from ticketing.temporal import connect_temporal, order_workflow_id
 from workers.worker import build_worker
+from workflows.order import OrderWorkflow
 
 T = TypeVar("T")
+
+
+def _workflow_type(cls: type) -> str:
+    name = workflow._Definition.must_from_class(cls).name
+    assert name is not None, cls  # only a dynamic workflow has none
+    return name
+
+
+ORDER_WORKFLOW_TYPE = _workflow_type(OrderWorkflow)  # as Temporal (its metrics, its UI) names it
 
 
 @dataclass
@@ -121,8 +133,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         server.stop(10)
 
 
+Processes = list[ManagedProcess]
+
+
 @pytest.fixture
-def processes() -> Iterator[list[ManagedProcess]]:
+def processes() -> Iterator[Processes]:
     """Processes a test starts (dedicated servers, workers): stopped at the end, last first."""
     started: list[ManagedProcess] = []
     yield started
@@ -191,6 +206,30 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last seen: {last!r:.500}")
         await asyncio.sleep(interval)
+
+
+# ── metrics ──────────────────────────────────────────────────────────────────────────────
+async def scrape(port: int) -> str:
+    """The Prometheus text a process serves at 127.0.0.1:<port>/metrics."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"http://127.0.0.1:{port}/metrics")
+    response.raise_for_status()
+    return response.text
+
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)", re.M)
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_samples(exposition: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of each sample called `name` (as written: no `_total` added) in a Prometheus
+    text exposition whose labels include `labels`."""
+    found = []
+    for sample, label_text, value in SAMPLE.findall(exposition):
+        have = dict(LABEL.findall(label_text))
+        if sample == name and labels.items() <= have.items():
+            found.append((have, float(value)))
+    return found
 
 
 # ── the contract's error shape ───────────────────────────────────────────────────────────

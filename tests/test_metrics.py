@@ -3,55 +3,81 @@ and log lines are JSON carrying orderId / workflowId."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import urllib.request
+from pathlib import Path
+
+import httpx
 
 from devstack import free_port
 from ticketing.logs import JsonFormatter
 
-from .conftest import Servers, run_stack, start_worker
+from .conftest import (
+    ORDER_WORKFLOW_TYPE,
+    Servers,
+    Stack,
+    eventually,
+    metric_samples,
+    run_stack,
+    scrape,
+    start_worker,
+)
 
 
-async def test_api_metrics_by_route(stack):
+async def test_api_metrics_by_route(stack: Stack) -> None:
     headers = await stack.signup()
     await stack.create_ticket(headers)
     assert (await stack.api.get("/api/tickets/000000000000000000000000")).status_code == 404
     body = (await stack.api.get("/metrics")).text
-    assert 'http_requests_total{method="POST",route="/api/tickets",status="201"} 1.0' in body
-    # Route templates, not raw paths: label values stay bounded.
-    assert 'route="/api/tickets/{ticket_id}",status="404"' in body
+    # Each request counted once, under its route template (label values stay bounded) and status.
+    counted = {
+        (labels["method"], labels["route"], labels["status"]): value
+        for labels, value in metric_samples(body, "http_requests_total")
+        if labels["route"].startswith("/api/")
+    }
+    assert counted == {
+        ("POST", "/api/users/signup", "201"): 1,
+        ("POST", "/api/tickets", "201"): 1,
+        ("GET", "/api/tickets/{ticket_id}", "404"): 1,
+    }, body
     assert "000000000000000000000000" not in body
-    assert "http_request_duration_seconds_bucket" in body
+    # ... and timed once each.
+    timed = {
+        (labels["method"], labels["route"]): value
+        for labels, value in metric_samples(body, "http_request_duration_seconds_count")
+        if labels["route"].startswith("/api/")
+    }
+    assert timed == {
+        ("POST", "/api/users/signup"): 1,
+        ("POST", "/api/tickets"): 1,
+        ("GET", "/api/tickets/{ticket_id}"): 1,
+    }
+    slowest = metric_samples(body, "http_request_duration_seconds_bucket", route="/api/tickets", le="+Inf")
+    assert [value for _, value in slowest] == [1]
 
 
-async def test_worker_serves_temporal_metrics(servers: Servers, tmp_path):
+async def test_worker_serves_temporal_metrics(servers: Servers, tmp_path: Path) -> None:
     settings = servers.settings()
     port = free_port()
+    ours = {"task_queue": settings.temporal_task_queue, "workflow_type": ORDER_WORKFLOW_TYPE}
     async with run_stack(servers, settings, worker=False) as stack:
         worker = start_worker(settings, tmp_path / "worker.log", metrics_port=port)
         try:
-            seller, buyer = await stack.signup(), await stack.signup()
-            ticket = await stack.create_ticket(seller)
-            await stack.create_order(buyer, ticket["id"])
-            body = ""
-            for _ in range(100):
-                try:
-                    body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/metrics")
-                except OSError:
-                    body = ""
-                if "temporal_workflow_task" in body or "temporal_request" in body:
-                    break
-                await asyncio.sleep(0.2)
-            assert "temporal_" in body
+            # Answered once the worker has run the order's first workflow task and its open_order step.
+            await stack.place_order()
+
+            async def counted() -> str | None:
+                body = await scrape(port)
+                return body if metric_samples(body, "temporal_local_activity_total", **ours) else None
+
+            body = await eventually(counted, "the worker's metrics to count the order", ignore=(httpx.HTTPError,))
+            opened = metric_samples(body, "temporal_local_activity_total", activity_type="open_order", **ours)
+            assert [value for _, value in opened] == [1], body
+            tasks = metric_samples(body, "temporal_workflow_task_execution_latency_count", **ours)
+            assert len(tasks) == 1, body
+            assert tasks[0][1] >= 1, body
         finally:
             worker.stop(10)
-
-
-def fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return response.read().decode()
 
 
 def test_json_log_lines_carry_ids_and_redact_secrets():

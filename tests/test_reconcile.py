@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,14 @@ from pathlib import Path
 
 import pytest
 from bson import ObjectId
-from temporalio.client import ScheduleIntervalSpec, ScheduleOverlapPolicy, WorkflowExecutionStatus
+from temporalio.client import (
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleActionStartWorkflow,
+    ScheduleHandle,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    WorkflowExecutionStatus,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
@@ -42,8 +48,20 @@ from workers.reconcile import ensure_schedule
 from workers.worker import WORKFLOWS
 from workflows.reconcile import ReconcileWorkflow
 
-from .conftest import Server, Servers, Stack, run_stack, settings_env, start_server, start_worker
-from .stripe_proxy import LocalStripe, StripeProxy, local_stripe
+from .conftest import (
+    Processes,
+    Server,
+    Servers,
+    Stack,
+    eventually,
+    metric_samples,
+    run_stack,
+    scrape,
+    settings_env,
+    start_server,
+    start_worker,
+)
+from .stripe_proxy import LocalStripe, local_stripe, stripe_proxy
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +179,6 @@ async def assert_settled_once(stack: Stack, ls: LocalStripe, cases: Cases) -> No
     assert {o.version for o in await Order.find_all().to_list()} == {2}
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-        return response.read().decode()
-
-
 async def test_one_run_settles_each_case_once_and_a_second_changes_nothing(servers: Servers, settings: Settings):
     metrics_port = free_port()
     client = await connect_temporal(settings, runtime=metrics_runtime(metrics_port))
@@ -202,12 +215,8 @@ async def test_one_run_settles_each_case_once_and_a_second_changes_nothing(serve
         assert third.watermark >= cases.e["created"]
 
         # Figures as metrics (the worker's Prometheus endpoint, the SDK's metric meter).
-        body = await asyncio.to_thread(scrape, metrics_port)
-        samples = {
-            line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in body.splitlines()
-            if line.startswith("reconcile_payment_intents{")
-        }
+        body = await scrape(metrics_port)
+        samples = {labels["outcome"]: value for labels, value in metric_samples(body, "reconcile_payment_intents")}
         totals = {"refunded": 3, "recorded": 1, "cancelled": 1, "left_open": 2, "unchanged": 1 + 5 + 5}
         assert {k: samples.get(k) for k in totals} == totals, body
 
@@ -245,46 +254,40 @@ async def test_two_overlapping_runs_settle_each_once(stack: Stack):
         await assert_settled_once(stack, ls, cases)
 
 
-async def wait_until(predicate, timeout: float = 60, what: str = "condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (found := await predicate()):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-    return found
-
-
-async def test_worker_killed_mid_run_then_the_schedule_reruns_it(servers: Servers, own_stripe: Server, tmp_path):
+async def test_worker_killed_mid_run_then_the_schedule_reruns_it(
+    servers: Servers, own_stripe: Server, processes: Processes, tmp_path: Path
+) -> None:
     """SIGKILL the worker while a run's step is at Stripe; a new worker finishes the run; the
     schedule (created by the worker at start-up) runs again: each intent settled once."""
-    proxy = await StripeProxy("127.0.0.1", own_stripe.port, drop_first=None, cancel_delay=3.0).start()
     schedule_id = f"reconcile-test-{uuid.uuid4().hex[:8]}"
-    settings = servers.settings(
-        stripe_api_base=proxy.url,
-        reconcile_schedule=True,
-        reconcile_schedule_id=schedule_id,
-        reconcile_interval_seconds=3600,
-    )
-    workers = []
-    async with run_stack(servers, settings, worker=False) as stack, local_stripe(f"http://{own_stripe.url}") as ls:
+    async with (
+        stripe_proxy(own_stripe, drop_first=None, cancel_delay=3.0) as proxy,
+        run_stack(
+            servers,
+            stripe_api_base=proxy.url,
+            reconcile_schedule=True,
+            reconcile_schedule_id=schedule_id,
+            reconcile_interval_seconds=3600,
+            worker=False,
+        ) as stack,
+        local_stripe(f"http://{own_stripe.url}") as ls,
+    ):
+        settings = stack.settings
         schedule = stack.temporal.get_schedule_handle(schedule_id)
         try:
             cases = await make_cases(ls)
-            workers.append(start_worker(settings, tmp_path / "worker-1.log"))
+            processes.append(start_worker(settings, tmp_path / "worker-1.log"))
             run = await stack.temporal.start_workflow(
                 ReconcileWorkflow.run,
                 ReconcileInput(),
                 id=f"reconcile-killed-{uuid.uuid4().hex[:6]}",
                 task_queue=settings.temporal_task_queue,
             )
-
-            async def cancel_in_flight() -> bool:
-                return bool(proxy.held)
-
             # d's cancel is held at Stripe's door: a, b and c are settled, the run is mid-step.
-            await wait_until(cancel_in_flight, 60, "the cancel step")
-            workers[0].kill()
+            await eventually(lambda: proxy.held, "the cancel step to reach Stripe", 60)
+            processes[0].kill()
             proxy.cancel_delay = 0
-            workers.append(start_worker(settings, tmp_path / "worker-2.log"))
+            processes.append(start_worker(settings, tmp_path / "worker-2.log"))
             first = await asyncio.wait_for(run.result(), 90)
             f = first.figures
             assert (f.refunded, f.recorded, f.cancelled + f.unchanged, f.left_open, f.errors) == (2, 1, 2, 1, 0), f
@@ -295,16 +298,10 @@ async def test_worker_killed_mid_run_then_the_schedule_reruns_it(servers: Server
             assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(hours=1))]
             assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
             action = described.schedule.action
-            assert (action.workflow, action.task_queue) == ("ReconcileWorkflow", settings.temporal_task_queue)  # type: ignore[attr-defined]
+            assert isinstance(action, ScheduleActionStartWorkflow), action
+            assert (action.workflow, action.task_queue) == ("ReconcileWorkflow", settings.temporal_task_queue)
 
-            seen_before = len(described.info.recent_actions)
-            await schedule.trigger()
-
-            async def scheduled_run() -> str | None:
-                actions = (await schedule.describe()).info.recent_actions
-                return actions[-1].action.workflow_id if len(actions) > seen_before else None  # type: ignore[attr-defined]
-
-            rerun_id = await wait_until(scheduled_run, 30, "the scheduled run")
+            rerun_id = await trigger_and_wait(schedule)
             rerun = await asyncio.wait_for(
                 stack.temporal.get_workflow_handle(rerun_id, result_type=ReconcileResult).result(), 60
             )
@@ -312,11 +309,24 @@ async def test_worker_killed_mid_run_then_the_schedule_reruns_it(servers: Server
             assert (f.refunded, f.recorded, f.cancelled, f.unchanged, f.errors) == (0, 0, 0, 5, 0), f
             await assert_settled_once(stack, ls, cases)
         finally:
-            for worker in workers:
-                worker.stop(10)
             with contextlib.suppress(RPCError):
                 await schedule.delete()
-            await proxy.stop()
+
+
+async def trigger_and_wait(schedule: ScheduleHandle) -> str:
+    """Triggers the schedule now; returns the id of the workflow it started."""
+    seen_before = len((await schedule.describe()).info.recent_actions)
+    await schedule.trigger()
+
+    async def scheduled_run() -> str | None:
+        actions = (await schedule.describe()).info.recent_actions
+        if len(actions) == seen_before:
+            return None
+        started = actions[-1].action
+        assert isinstance(started, ScheduleActionExecutionStartWorkflow), started
+        return started.workflow_id
+
+    return await eventually(scheduled_run, "the scheduled run to start", 30)
 
 
 async def test_schedule_is_created_once_and_follows_the_settings(servers: Servers, settings: Settings):

@@ -16,9 +16,19 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devstack import ManagedProcess, free_port, nats_cmd, secantus_cmd, start_and_wait, temporal_cmd
+from devstack import free_port, nats_cmd, secantus_cmd, start_and_wait, temporal_cmd
 
-from ..conftest import Placed, Servers, Stack, eventually, place_orders, run_stack, start_worker, wait_temporal_ready
+from ..conftest import (
+    Placed,
+    Processes,
+    Servers,
+    Stack,
+    eventually,
+    place_orders,
+    run_stack,
+    start_worker,
+    wait_temporal_ready,
+)
 from ..stripe_proxy import StripeProxy, stripe_proxy
 from .conftest import audit, http_tally, pay
 
@@ -39,9 +49,7 @@ async def confirms_in_flight(proxy: StripeProxy, at_least: int) -> int:
     return proxy.confirms_in_flight
 
 
-async def test_worker_sigkill_mid_charge_and_mid_sleep(
-    servers: Servers, processes: list[ManagedProcess], tmp_path: Path
-) -> None:
+async def test_worker_sigkill_mid_charge_and_mid_sleep(servers: Servers, processes: Processes, tmp_path: Path) -> None:
     async with (
         stripe_proxy(servers.stripe, drop_first=None, confirm_delay=3) as proxy,
         run_stack(servers, order_expiration_seconds=90, stripe_api_base=proxy.url, worker=False) as stack,
@@ -72,7 +80,7 @@ async def test_worker_sigkill_mid_charge_and_mid_sleep(
         )
 
 
-async def test_temporal_server_restart(servers: Servers, processes: list[ManagedProcess], tmp_path: Path) -> None:
+async def test_temporal_server_restart(servers: Servers, processes: Processes, tmp_path: Path) -> None:
     port = free_port()
     cmd = temporal_cmd(port, None, tmp_path / "temporal.db")
     processes.append(start_and_wait("temporal", cmd, port, log_path=tmp_path / "temporal.log"))
@@ -107,9 +115,7 @@ async def test_temporal_server_restart(servers: Servers, processes: list[Managed
         )
 
 
-async def test_nats_down_10s_during_expirations(
-    servers: Servers, processes: list[ManagedProcess], tmp_path: Path
-) -> None:
+async def test_nats_down_10s_during_expirations(servers: Servers, processes: Processes, tmp_path: Path) -> None:
     port = free_port()
     cmd = nats_cmd(port, tmp_path / "nats")
     processes.append(start_and_wait("nats", cmd, port, log_path=tmp_path / "nats.log"))
@@ -143,7 +149,7 @@ async def test_nats_down_10s_during_expirations(
 
 
 async def test_mongodb_restart_while_orders_pay_and_expire(
-    servers: Servers, processes: list[ManagedProcess], tmp_path: Path
+    servers: Servers, processes: Processes, tmp_path: Path
 ) -> None:
     port = free_port()
     cmd = secantus_cmd(port, tmp_path / "mongo")
