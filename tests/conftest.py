@@ -23,7 +23,12 @@ import pytest
 from fastapi import FastAPI
 from nats.js.errors import NotFoundError
 from temporalio import workflow
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleHandle,
+    WorkflowHandle,
+)
 
 from api.app import create_app
 from devstack import (
@@ -206,6 +211,22 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last seen: {last!r:.500}")
         await asyncio.sleep(interval)
+
+
+async def trigger_and_wait(schedule: ScheduleHandle) -> str:
+    """Triggers the schedule now; returns the id of the workflow it started."""
+    seen_before = len((await schedule.describe()).info.recent_actions)
+    await schedule.trigger()
+
+    async def scheduled_run() -> str | None:
+        actions = (await schedule.describe()).info.recent_actions
+        if len(actions) == seen_before:
+            return None
+        started = actions[-1].action
+        assert isinstance(started, ScheduleActionExecutionStartWorkflow), started
+        return started.workflow_id
+
+    return await eventually(scheduled_run, "the scheduled run to start", 30)
 
 
 # ── metrics ──────────────────────────────────────────────────────────────────────────────

@@ -28,9 +28,7 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 from temporalio.client import (
-    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
-    ScheduleHandle,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     WorkflowExecutionStatus,
@@ -60,6 +58,7 @@ from .conftest import (
     settings_env,
     start_server,
     start_worker,
+    trigger_and_wait,
 )
 from .stripe_proxy import LocalStripe, local_stripe, stripe_proxy
 
@@ -311,22 +310,6 @@ async def test_worker_killed_mid_run_then_the_schedule_reruns_it(
         finally:
             with contextlib.suppress(RPCError):
                 await schedule.delete()
-
-
-async def trigger_and_wait(schedule: ScheduleHandle) -> str:
-    """Triggers the schedule now; returns the id of the workflow it started."""
-    seen_before = len((await schedule.describe()).info.recent_actions)
-    await schedule.trigger()
-
-    async def scheduled_run() -> str | None:
-        actions = (await schedule.describe()).info.recent_actions
-        if len(actions) == seen_before:
-            return None
-        started = actions[-1].action
-        assert isinstance(started, ScheduleActionExecutionStartWorkflow), started
-        return started.workflow_id
-
-    return await eventually(scheduled_run, "the scheduled run to start", 30)
 
 
 async def test_schedule_is_created_once_and_follows_the_settings(servers: Servers, settings: Settings):

@@ -31,30 +31,44 @@ from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket
 from ticketing.reconcile import ReconcileInput, ReconcileResult
 from workflows.reconcile import ReconcileWorkflow
 
-from ..conftest import Servers, place_orders, run_stack, start_server, start_worker
-from ..stripe_proxy import StripeProxy, local_stripe
+from ..conftest import (
+    Processes,
+    Servers,
+    eventually,
+    place_orders,
+    run_stack,
+    start_server,
+    start_worker,
+    trigger_and_wait,
+)
+from ..stripe_proxy import local_stripe, stripe_proxy
 from .conftest import final_states, pay, record
 
 PAID, CANCELLED = 20, 20
 
 
 async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker_kill(
-    servers: Servers, processes, tmp_path: Path
-):
+    servers: Servers, processes: Processes, tmp_path: Path
+) -> None:
     started = time.monotonic()
     stripe = start_server("stripe-reconcile", localstripe_cmd, tmp_path)  # fresh: every intent is counted
     processes.append(stripe.process)
-    proxy = await StripeProxy("127.0.0.1", stripe.port, drop_first=None).start()
     schedule_id = f"reconcile-reliability-{uuid.uuid4().hex[:8]}"
-    settings = servers.settings(
-        order_expiration_seconds=300,
-        stripe_api_base=proxy.url,
-        reconcile_schedule=True,
-        reconcile_schedule_id=schedule_id,
-        reconcile_interval_seconds=3600,
-        reconcile_page_size=10,
-    )
-    async with run_stack(servers, settings, worker=False) as stack, local_stripe(f"http://{stripe.url}") as ls:
+    async with (
+        stripe_proxy(stripe, drop_first=None) as proxy,
+        run_stack(
+            servers,
+            order_expiration_seconds=300,
+            stripe_api_base=proxy.url,
+            reconcile_schedule=True,
+            reconcile_schedule_id=schedule_id,
+            reconcile_interval_seconds=3600,
+            reconcile_page_size=10,
+            worker=False,
+        ) as stack,
+        local_stripe(f"http://{stripe.url}") as ls,
+    ):
+        settings = stack.settings
         schedule = stack.temporal.get_schedule_handle(schedule_id)
         try:
             processes.append(start_worker(settings, tmp_path / "worker-1.log"))
@@ -103,10 +117,7 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
                 )
                 for name, pages_per_run in (("a", 50), ("b", 2))
             ]
-            deadline = time.monotonic() + 60
-            while not proxy.held:
-                assert time.monotonic() < deadline, "no refund reached Stripe"
-                await asyncio.sleep(0.1)
+            await eventually(lambda: proxy.held, "the first refund to reach Stripe", 60, interval=0.1)
             processes[-1].kill()
             processes.append(start_worker(settings, tmp_path / "worker-2.log"))
             results: list[ReconcileResult] = list(
@@ -114,20 +125,14 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
             )
 
             # the schedule (made by the worker) runs again: nothing left to do
-            before = len((await schedule.describe()).info.recent_actions)
-            await schedule.trigger()
-            while len(actions := (await schedule.describe()).info.recent_actions) == before:
-                await asyncio.sleep(0.2)
             rerun_handle = stack.temporal.get_workflow_handle(
-                actions[-1].action.workflow_id,  # type: ignore[attr-defined]
-                result_type=ReconcileResult,
+                await trigger_and_wait(schedule), result_type=ReconcileResult
             )
             rerun = await asyncio.wait_for(rerun_handle.result(), 60)
         finally:
             for process in processes[1:]:
                 process.stop(10)
             await schedule.delete()
-            await proxy.stop()
 
         # ── count ────────────────────────────────────────────────────────────────────────
         intents = {pi["id"]: pi for pi in await ls.intents()}
@@ -140,7 +145,7 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
         refunded_right = sum(1 for i in should_refund if refunds[i] == 1)
         wrongly_refunded = sum(1 for i, n in refunds.items() if n and i not in should_refund)
         own_refunded = sum(1 for i in own.values() if refunds[i])
-        cancelled = sum(1 for i in pending if intents[i]["status"] == "canceled")
+        cancelled_intents = sum(1 for i in pending if intents[i]["status"] == "canceled")
         charges = await Charge.find_all().to_list()
         recorded = [c for c in charges if c.order_id in lost]
         refunded_charges = {c.stripe_id for c in charges if c.status == ChargeStatus.REFUNDED and c.refund_id}
@@ -155,7 +160,7 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
             f"refunded={total('refunded')} (at Stripe: {refunded_right}/{len(should_refund)}, double refunds={double}, "
             f"wrong refunds={wrongly_refunded}, own payments refunded={own_refunded}) "
             f"recorded={total('recorded')} (charge:created published={len(new_msgs)}) "
-            f"cancelled={cancelled}/{len(pending)} left_open={[f.left_open for f in figures]} "
+            f"cancelled={cancelled_intents}/{len(pending)} left_open={[f.left_open for f in figures]} "
             f"pending={total('pending')} errors={total('errors')} | faults: 2 overlapping runs (one continued as "
             f"new every 2 pages), worker SIGKILL with a refund at Stripe | rerun: refunded={rerun.figures.refunded} "
             f"recorded={rerun.figures.recorded} cancelled={rerun.figures.cancelled} | {time.monotonic() - started:.0f}s"
@@ -165,7 +170,7 @@ async def test_reconcile_settles_lost_payments_once_through_overlap_and_a_worker
         assert (double, wrongly_refunded, own_refunded) == (0, 0, 0)
         assert refunded_right == len(should_refund)
         assert refunded_charges >= should_refund
-        assert cancelled == len(pending)
+        assert cancelled_intents == len(pending)
         assert sorted(c.order_id for c in recorded) == sorted(lost)
         assert all(c.status == ChargeStatus.SUCCEEDED and c.stripe_id == lost_charges[c.order_id] for c in recorded)
         assert sorted((m.data["orderId"], m.msg_id) for m in new_msgs) == sorted(

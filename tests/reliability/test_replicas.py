@@ -11,7 +11,6 @@ failed sign-ins spread over both APIs hit one shared limit."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import sys
 import time
@@ -20,23 +19,26 @@ from pathlib import Path
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
-from temporalio import workflow
 
 from devstack import ManagedProcess, free_port
-from workflows.order import OrderWorkflow
+from ticketing.payloads import Refusal
 
-from ..conftest import Placed, Servers, run_stack, settings_env, start_worker
+from ..conftest import (
+    ORDER_WORKFLOW_TYPE,
+    Placed,
+    Servers,
+    eventually,
+    metric_samples,
+    run_stack,
+    scrape,
+    settings_env,
+    start_worker,
+)
 from .conftest import audit, record
 
 ORDERS = 500
 EXPIRES = 30  # seconds: the paid half is paid right after its creation, well before it expires
 LANES = 16  # concurrent clients placing orders
-ORDER_TYPE = workflow._Definition.must_from_class(OrderWorkflow).name
-WORKFLOW_TASKS = re.compile(
-    r"^temporal_workflow_task_execution_latency(?:_seconds)?_count"
-    rf'\{{[^}}]*workflow_type="{ORDER_TYPE}"[^}}]*\}} (\S+)$',
-    re.M,
-)
 
 
 class Api:
@@ -53,16 +55,11 @@ class Api:
         self.up = True
 
     async def wait_ready(self, timeout: float = 60) -> None:
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                if (await self.client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+        async def ready() -> bool:
             assert self.process.is_running, self.process.log_tail()
-            assert time.monotonic() < end, "API not ready: " + self.process.log_tail()
-            await asyncio.sleep(0.2)
+            return (await self.client.get("/readyz")).status_code == 200
+
+        await eventually(ready, f"{self.process.name} to be ready", timeout, ignore=(httpx.TransportError,))
 
 
 class Cluster:
@@ -90,9 +87,11 @@ class Cluster:
             await asyncio.sleep(0.2)
 
 
-def workflow_tasks(metrics_port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-    return sum(float(v) for v in WORKFLOW_TASKS.findall(text))
+async def workflow_tasks(metrics_port: int) -> float:
+    """Order workflow tasks this worker has run (its Prometheus endpoint)."""
+    body = await scrape(metrics_port)
+    samples = metric_samples(body, "temporal_workflow_task_execution_latency_count", workflow_type=ORDER_WORKFLOW_TYPE)
+    return sum(value for _, value in samples)
 
 
 @pytest.mark.timeout(600)  # ~2 min on 2 shared cores (500 orders placed in ~60 s, then the last expiries)
@@ -114,6 +113,7 @@ async def test_two_apis_three_workers_behave_as_one(servers: Servers, processes,
                 cluster, stack.settings, workers, apis, metrics_ports
             )
             placing = time.monotonic() - started
+            tasks = kill_tasks + [await workflow_tasks(p) for p in metrics_ports[:2]]
             await audit(
                 stack,
                 "2 APIs + 3 workers",
@@ -124,10 +124,10 @@ async def test_two_apis_three_workers_behave_as_one(servers: Servers, processes,
                 extra=(
                     f"placed and paid in {placing:.0f}s, pay HTTP finals {sorted(pay_statuses.items())}, "
                     f"failovers {cluster.failovers}, "
-                    f"order workflow tasks per worker {kill_tasks + [workflow_tasks(p) for p in metrics_ports[:2]]}"
+                    f"order workflow tasks per worker {tasks}"
                 ),
             )
-            tasks = [workflow_tasks(p) for p in metrics_ports[:2]] + kill_tasks
+            tasks = [await workflow_tasks(p) for p in metrics_ports[:2]] + kill_tasks
             assert all(t > 0 for t in tasks), f"a worker ran no order workflow task: {tasks}"
         finally:
             for a in apis:
@@ -178,28 +178,26 @@ async def _place_and_pay(
         assert r.status_code == 201, r.text
         tickets[i] = r.json()["id"]
         r = await cluster.call("POST", "/api/orders", json={"ticketId": tickets[i]}, headers=buyer)
-        if r.status_code == 400 and r.json()["errors"][0]["message"] == "Ticket is already reserved":
+        if r.status_code == 400 and r.json()["errors"][0]["message"] == Refusal.TICKET_RESERVED:
             # A first attempt was stored but its reply was lost with the stopped API: look it up.
             doc = await db.orders.find_one({"ticket.id": tickets[i]})
             assert doc is not None, r.text
             r = await cluster.call("GET", f"/api/orders/{doc['_id']}", headers=buyer)
         assert r.status_code in (200, 201), r.text
-        orders[i] = r.json()
+        order = orders[i] = r.json()
         if i % 2 == 0:
             r = await cluster.call(
-                "POST", "/api/payments", json={"orderId": orders[i]["id"], "token": "pm_card_visa"}, headers=buyer
+                "POST", "/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer
             )
             pay_statuses[r.status_code] = pay_statuses.get(r.status_code, 0) + 1
         done += 1
 
     async def faults() -> None:
-        while done < ORDERS * 2 // 5:
-            await asyncio.sleep(0.1)
-        kill_tasks.append(await asyncio.to_thread(workflow_tasks, metrics_ports[2]))
+        await eventually(lambda: done >= ORDERS * 2 // 5, f"{ORDERS * 2 // 5} orders placed", 300, interval=0.1)
+        kill_tasks.append(await workflow_tasks(metrics_ports[2]))
         workers[2].send_signal(signal.SIGKILL)
         assert await asyncio.to_thread(workers[2].wait, 10) is not None
-        while done < ORDERS * 7 // 10:
-            await asyncio.sleep(0.1)
+        await eventually(lambda: done >= ORDERS * 7 // 10, f"{ORDERS * 7 // 10} orders placed", 300, interval=0.1)
         apis[1].up = False  # the load balancer stops routing new calls to it...
         apis[1].process.send_signal(signal.SIGTERM)  # ...while its in-flight calls finish
         assert await asyncio.to_thread(apis[1].process.wait, 20) is not None
