@@ -319,7 +319,7 @@ def test_k8s_config_passes_the_prod_checks() -> None:
     explicitly allowed, and nothing else is refused."""
     from ticketing.settings import Settings
 
-    values = {name.lower(): value for name, value in config_map().items()}
+    values: dict[str, Any] = {name.lower(): value for name, value in config_map().items()}
     settings = Settings(**values, jwt_key="x" * 40, stripe_key="sk_live_x", stripe_webhook_secret="whsec_x")
     assert settings.app_env == "prod"
     assert settings.allow_insecure_transport is True

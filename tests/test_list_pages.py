@@ -5,6 +5,7 @@ read in `_id` windows going back in time: ticketing/queries.py newest_first)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from bson import ObjectId
@@ -83,7 +84,7 @@ async def test_order_pages_are_the_callers_newest_first(stack):
     my_id = (await stack.api.get("/api/users/currentuser", headers=me)).json()["currentUser"]["id"]
     ids = spread_ids()
     now = datetime.now(UTC)
-    docs = [
+    docs: list[dict[str, Any]] = [
         {
             "_id": oid,
             "user_id": my_id if i % 3 else "someone-else",

@@ -17,6 +17,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -29,8 +30,7 @@ from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 from devstack import ManagedProcess, find_binary, free_port, secantus_cmd, start_and_wait
 from ticketing.bus import EventBus, nats_options
 from ticketing.settings import Settings
-from ticketing.temporal import connect_temporal, order_workflow_id
-from workflows.order import OrderWorkflow
+from ticketing.temporal import connect_temporal
 
 from .conftest import Servers, run_stack, start_worker
 
@@ -164,6 +164,7 @@ def start_secure_mongo(folder: Path, certs: Certs) -> tuple[int, ManagedProcess]
     port, store = free_port(), folder / "mongo-secure"
     plain = start_and_wait("mongo-setup", secantus_cmd(port, store), port, log_path=folder / "mongo-setup.log")
     try:
+        client: MongoClient[dict[str, Any]]
         with MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=10000) as client:
             client.admin.command("createUser", MONGO_USER, pwd=MONGO_PASSWORD, roles=["root"])
     finally:
@@ -211,8 +212,7 @@ async def test_api_and_worker_over_tls_with_credentials(servers: Servers, secure
                 "/api/payments", json={"orderId": order["id"], "token": "pm_card_visa"}, headers=buyer, timeout=60
             )
             assert r.status_code == 201, r.text + worker.log_tail()
-            handle = stack.temporal.get_workflow_handle_for(OrderWorkflow.run, order_workflow_id(order["id"]))
-            assert (await asyncio.wait_for(handle.result(), 60)).status == "complete"
+            assert (await stack.final_state(order["id"])).status == "complete"
             charges = await stack.wait_for_messages("charge:created", 1)
             assert [m.data["amount"] for m in charges] == [1250]
             mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
@@ -311,7 +311,8 @@ async def test_mongo_refuses_untrusted_or_anonymous_clients(servers: Servers, se
 
 
 # ── settings: Temporal's environment configuration and the prod transport check ──────────
-PROD_SECRETS = {"jwt_key": "k" * 40, "stripe_key": "sk_live_x", "stripe_webhook_secret": "whsec_x"}
+# Settings' keyword arguments (values of several types, as the settings fields have).
+PROD_SECRETS: dict[str, Any] = {"jwt_key": "k" * 40, "stripe_key": "sk_live_x", "stripe_webhook_secret": "whsec_x"}
 
 
 @pytest.fixture
@@ -346,27 +347,31 @@ def test_temporal_profile_file_and_environment(clean_env: pytest.MonkeyPatch, tm
 
 
 def test_prod_refuses_plain_text_to_remote_temporal_or_mongo(clean_env: pytest.MonkeyPatch):
-    remote_temporal = {"temporal_address": "temporal.internal:7233"}
-    remote_mongo = {"mongo_url": "mongodb://app:pw@db-0.internal:27017,db-1.internal:27017/?replicaSet=rs0"}
-    for bad, names in (
+    remote_temporal: dict[str, Any] = {"temporal_address": "temporal.internal:7233"}
+    remote_mongo: dict[str, Any] = {
+        "mongo_url": "mongodb://app:pw@db-0.internal:27017,db-1.internal:27017/?replicaSet=rs0"
+    }
+    refused: list[tuple[dict[str, Any], list[str]]] = [
         (remote_temporal, ["Temporal at temporal.internal:7233"]),
         ({**remote_temporal, "temporal_tls": False}, ["Temporal"]),
         (remote_mongo, ["MongoDB"]),
         ({"mongo_url": "mongodb+srv://app:pw@cluster0.abcde.mongodb.net/?tls=false"}, ["MongoDB"]),
         ({**remote_temporal, **remote_mongo}, ["Temporal", "MongoDB"]),
-    ):
+    ]
+    for bad, names in refused:
         with pytest.raises(ValidationError) as failure:
             Settings(app_env="prod", **PROD_SECRETS, **bad)
         message = str(failure.value)
         assert all(name in message for name in names), message
         assert "ALLOW_INSECURE_TRANSPORT=true" in message, message
-    for good in (
+    accepted: list[dict[str, Any]] = [
         {},  # loopback: a sidecar or a port-forward
         {**remote_temporal, "temporal_tls": True, "mongo_url": "mongodb+srv://app:pw@cluster0.abcde.mongodb.net/"},
         {**remote_temporal, "temporal_api_key": "k", "mongo_url": remote_mongo["mongo_url"] + "&tls=true"},
         {**remote_temporal, **remote_mongo, "allow_insecure_transport": True},
         {"mongo_url": "mongodb://localhost:27017,127.0.0.1:27018/?replicaSet=rs0"},
-    ):
+    ]
+    for good in accepted:
         Settings(app_env="prod", **PROD_SECRETS, **good)
     # Outside prod nothing is enforced.
     Settings(app_env="dev", **remote_temporal, **remote_mongo)
