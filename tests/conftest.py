@@ -467,6 +467,17 @@ async def asgi_client(app: FastAPI, base_url: str = "http://test", **kwargs: Any
 
 
 @asynccontextmanager
+async def api_in_process(
+    settings: Settings, base_url: str = "http://test"
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The API app through its real lifespan (MongoDB, NATS and Temporal clients), and an HTTP client
+    that calls it in process."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), asgi_client(app, base_url) as client:
+        yield app, client
+
+
+@asynccontextmanager
 async def run_stack(
     servers: Servers,
     settings: Settings | None = None,
@@ -482,12 +493,10 @@ async def run_stack(
     settings = settings or servers.settings(**overrides)
     await drop_streams(settings)
     temporal_client = temporal_client or await connect_temporal(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:
+    async with api_in_process(settings) as (app, api), contextlib.AsyncExitStack() as stack:
         if worker:
             await stack.enter_async_context(build_worker(temporal_client, settings, app.state.services.bus))
-        async with asgi_client(app) as api:
-            yield Stack(api=api, settings=settings, temporal=temporal_client, servers=servers, app=app)
+        yield Stack(api=api, settings=settings, temporal=temporal_client, servers=servers, app=app)
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from temporalio.client import WorkflowExecutionStatus
 
-from api.app import create_app
 from devstack import free_port, nats_cmd, start_and_wait
 
-from .conftest import Servers, Stack, asgi_client, assert_error, eventually, run_stack
+from .conftest import Servers, Stack, api_in_process, assert_error, eventually, run_stack
 
 
 async def test_healthz(stack: Stack) -> None:
@@ -28,8 +27,7 @@ async def test_readyz_all_up(stack: Stack) -> None:
 async def test_readyz_names_temporal_when_unreachable(stack: Stack) -> None:
     # The stack's own stream name: JetStream refuses a second stream over the same subjects.
     settings = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), asgi_client(app) as api:
+    async with api_in_process(settings) as (_, api):
         r = await api.get("/readyz")
         errors = assert_error(r, 503, extra_keys={"down"})
         assert r.json()["down"] == ["temporal"]

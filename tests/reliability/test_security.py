@@ -15,11 +15,10 @@ import httpx
 import jwt
 import pytest
 
-from api.app import create_app
 from ticketing.documents import User
 from ticketing.logs import QUIET_LOGGERS, JsonFormatter
 
-from ..conftest import Servers, Stack, asgi_client, assert_error, drop_streams
+from ..conftest import Servers, Stack, api_in_process, assert_error, drop_streams
 from ..stripe_proxy import intent_event, local_stripe, send_webhook, sign
 from .conftest import CARD_PATTERN, record
 
@@ -237,8 +236,7 @@ async def test_cookies_httponly_and_secure_in_prod(servers: Servers, stack: Stac
         stripe_webhook_secret="whsec_prod_like",
     )
     await drop_streams(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), asgi_client(app, base_url="https://test") as api:
+    async with api_in_process(settings, base_url="https://test") as (_, api):
         email = f"p{time.time_ns()}@test.com"
         seen = []
         r = await api.post("/api/users/signup", json={"email": email, "password": "password"})
