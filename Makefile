@@ -61,7 +61,7 @@ screenshots: install
 	WEB_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q tests/test_web.py
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers devstack bench
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy ticketing api workflows activities workers devstack bench tests
 	@# the layers of docs/architecture.md (imports only: no server starts)
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_architecture.py
 

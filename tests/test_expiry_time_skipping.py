@@ -37,7 +37,9 @@ async def test_default_window_expires_cancels_and_releases(servers: Servers, tim
     settings = servers.settings(temporal_address=time_skipping.client.service_client.config.target_host)
     assert settings.order_expiration_seconds == 900
     # The environment's client skips time while it waits for a result; give it our data converter.
-    client = Client(**{**time_skipping.client.config(), "data_converter": pydantic_data_converter})
+    config = time_skipping.client.config()
+    config["data_converter"] = pydantic_data_converter
+    client = Client(**config)
     async with run_stack(servers, settings, temporal_client=client) as stack:
         seller, buyer = await stack.signup(), await stack.signup()
         ticket = await stack.create_ticket(seller)
