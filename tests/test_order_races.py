@@ -384,6 +384,7 @@ async def test_three_d_secure_confirmed_in_the_expiry_task_completes(race: Race)
         assert (await race.state()).status == OrderStatus.AWAITING_PAYMENT
     # No worker: the timer fires, then Stripe's webhook confirms; one task gets both.
     await race.expire()
+    await race.until(lambda events: "TIMER_FIRED" in events)
     await race.confirm("pi_1")
     events = await race.history()
     assert events[events.index("TIMER_FIRED") :] == [
