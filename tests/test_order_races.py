@@ -123,7 +123,13 @@ class Stubs:
     async def charge_order(self, req: ChargeInput) -> ChargeResult:
         await self._called("charge_order", req)
         intent_id = f"pi_{req.attempt}"
-        intent = IntentResult(id=intent_id, status=self.charge_status, client_secret=f"{intent_id}_secret")
+        intent = IntentResult(
+            id=intent_id,
+            status=self.charge_status,
+            client_secret=f"{intent_id}_secret",
+            amount=req.amount,
+            currency="usd",
+        )
         if intent.status != "succeeded":
             return ChargeResult(intent=intent)
         return ChargeResult(intent=intent, recorded=_recorded(req.order_id, intent_id, req.expected_version))
@@ -146,7 +152,7 @@ class Stubs:
     @activity.defn(name="cancel_payment_intent")
     async def cancel_payment_intent(self, payment_intent_id: str) -> IntentResult:
         await self._called("cancel_payment_intent", payment_intent_id)
-        return IntentResult(id=payment_intent_id, status=self.cancel_status, amount=TICKET.price)
+        return IntentResult(id=payment_intent_id, status=self.cancel_status, amount=TICKET.price, currency="usd")
 
     @activity.defn(name="refund_payment")
     async def refund_payment(self, req: RefundInput) -> str:
