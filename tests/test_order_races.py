@@ -42,8 +42,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from devstack import find_binary
 from ticketing import order_service
-from ticketing.devstack import find_binary
 from ticketing.documents import OrderStatus
 from ticketing.errors import ServiceError
 from ticketing.payloads import (
