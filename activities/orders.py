@@ -88,17 +88,20 @@ class OrderActivities:
 
     @activity.defn
     async def transition(self, req: Transition) -> int | None:
-        """An order's state change in one step: the order update and the ticket release are independent
-        documents, so they are written concurrently; the events that report them go out once both are
-        stored. Returns the order's new version (None when the transition changes no order)."""
+        """An order's state change in one step: the order first, then the ticket release (with the
+        `first` events); the events that report them go out once both are stored. Returns the order's
+        new version (None when the transition changes no order).
+
+        The order goes first because its versioned update is the check that this workflow still knows
+        the order: if it moved on without it (paid by a charge whose Update the server aborted), the
+        conflict fails the workflow with the ticket still held, not released under a paid order."""
+        version = await _change_order(req.change) if req.change is not None else None
         writes: list[Any] = [publish_all(self.bus, req.first)]
-        if req.change is not None:
-            writes.append(_change_order(req.change))
         if req.release is not None:
             writes.append(self._release(req.release))
-        results = await asyncio.gather(*writes)
+        await asyncio.gather(*writes)
         await publish_all(self.bus, req.then)
-        return results[1] if req.change is not None else None
+        return version
 
     async def _release(self, req: ReleaseInput) -> None:
         """Free the ticket this order reserved, in one update when nothing raced it (the workflow knows

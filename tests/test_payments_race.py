@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import httpx
 from temporalio.client import WorkflowExecutionStatus
 
-from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus
+from ticketing.documents import Charge, ChargeStatus, Order, OrderStatus, Ticket
 from ticketing.temporal import refund_workflow_id
 
 from .conftest import Servers, Stack, eventually, run_stack
-from .stripe_proxy import deliver, intent_event, local_stripe, start_three_d_secure, stripe_proxy
+from .stripe_proxy import CONFIRM, deliver, intent_event, local_stripe, start_three_d_secure, stripe_proxy
 
 ORDERS = 20
 
@@ -196,3 +196,57 @@ async def test_three_d_secure_confirmed_while_another_payment_is_charging(server
         charges = {c.stripe_id: c.status for c in await Charge.find(Charge.order_id == order["id"]).to_list()}
         assert charges == {kept: ChargeStatus.SUCCEEDED, first["id"]: ChargeStatus.REFUNDED}
         assert len(await stack.messages("charge:created")) == 1
+
+
+async def test_webhook_for_the_intent_being_charged_keeps_the_payment(servers: Servers) -> None:
+    """Stripe's payment_intent.succeeded for the very intent the pay Update is confirming arrives
+    before the charge returns: the signal lands while the task that completes the order runs. The
+    buyer gets the charge (201), the order ends complete and keeps its ticket, charged once."""
+    async with (
+        stripe_proxy(servers.stripe, drop_first=None, confirm_delay=2.0) as proxy,
+        run_stack(servers, stripe_api_base=proxy.url) as stack,
+        local_stripe(f"http://{servers.stripe.url}") as ls,
+    ):
+        buyer, order = await stack.place_order(price=20.5)
+        paying = asyncio.create_task(stack.pay(buyer, order["id"]))
+        await eventually(lambda: proxy.held, "the payment's confirm to reach Stripe")
+        match = CONFIRM.match(proxy.held[0])
+        assert match is not None
+        intent = await ls.intent(match.group(1))
+        await deliver(stack, intent_event({**intent, "status": "succeeded"}))
+        paid = await paying
+        assert paid.status_code == 201, paid.text
+
+        assert (await stack.final_state(order["id"])).status == OrderStatus.COMPLETE
+        stored = await Order.get(order["id"])
+        assert stored is not None
+        assert (stored.status, stored.payment_intent_id) == (OrderStatus.COMPLETE, intent["id"])
+        ticket = await Ticket.get(order["ticket"]["id"])
+        assert ticket is not None
+        assert ticket.order_id == order["id"]  # still the buyer's
+        charges = await Charge.find(Charge.order_id == order["id"]).to_list()
+        assert [(c.stripe_id, c.status) for c in charges] == [(intent["id"], ChargeStatus.SUCCEEDED)]
+        assert await ls.refunds_for(intent["id"]) == []
+        assert len(await stack.messages("charge:created")) == 1
+
+
+async def test_expiry_leaves_the_ticket_held_when_the_order_moved_on_without_the_workflow(servers: Servers) -> None:
+    """Had a paid order's Update been lost (the store says complete, the workflow still `created`),
+    the expiry's versioned order change conflicts first: the workflow fails loudly and the ticket is
+    not released under a paid order (it could be sold twice)."""
+    async with run_stack(servers, order_expiration_seconds=3) as stack:
+        _, order = await stack.place_order()
+        stored = await Order.get(order["id"])
+        assert stored is not None
+        # what a charge whose Update the server aborted leaves in MongoDB
+        await stored.set({Order.status: OrderStatus.COMPLETE, Order.version: stored.version + 1})
+
+        async def failed() -> bool:
+            desc = await stack.order_handle(order["id"]).describe()
+            return desc.status == WorkflowExecutionStatus.FAILED
+
+        await eventually(failed, "the order's workflow to fail on the expiry's conflict", timeout=30)
+        ticket = await Ticket.get(order["ticket"]["id"])
+        assert ticket is not None
+        assert ticket.order_id == order["id"]
+        assert (await stack.messages("order:cancelled")) == []

@@ -4,14 +4,15 @@ their HTTP status (ticketing/errors.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import TypeVar, cast
 
 from bson import ObjectId
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from ticketing.documents import OrderStatus
 from ticketing.errors import BadRequest, ServiceError
@@ -20,6 +21,8 @@ from ticketing.payloads import Errors, OrderInput, OrderState, PaymentOutcome, P
 from ticketing.settings import Settings
 from ticketing.temporal import ORDER_STATUS, TICKET_ID, USER_ID, order_workflow_id
 from workflows.order import OrderWorkflow
+
+T = TypeVar("T")
 
 
 def refusal(err: WorkflowUpdateFailedError) -> ServiceError:
@@ -92,12 +95,30 @@ async def start_order(
     return order, outcome
 
 
+async def _redelivered(send: Callable[[], Awaitable[T]], tries: int = 3) -> T:
+    """Send an Update again when the server aborted it with its workflow task.
+
+    A task the server refuses (UnhandledCommand: a Stripe webhook's signal arrived while the task that
+    completes the order ran) takes the Updates it had accepted with it: the caller gets
+    FAILED_PRECONDITION, while the task's local activity may already have charged and stored. The
+    workflow never recorded the Update, so sending it again is safe and finds that work done (the
+    charge is keyed by order and attempt, every write is versioned): the buyer gets the charge.
+    """
+    for _ in range(tries - 1):
+        try:
+            return await send()
+        except RPCError as err:
+            if err.status != RPCStatusCode.FAILED_PRECONDITION:
+                raise
+    return await send()
+
+
 async def pay(temporal: Client, order_id: str, token: str) -> PaymentOutcome:
     """Charge through the workflow's `pay` Update (it answers with the charge or 3-D Secure's secret).
     RPCError: the workflow has closed (the caller reads the stored order to say why)."""
     handle = temporal.get_workflow_handle(order_workflow_id(order_id))
     try:
-        return await handle.execute_update(OrderWorkflow.pay, PayRequest(token=token))
+        return await _redelivered(lambda: handle.execute_update(OrderWorkflow.pay, PayRequest(token=token)))
     except WorkflowUpdateFailedError as err:
         raise refusal(err) from None
 
@@ -106,7 +127,7 @@ async def cancel(temporal: Client, order_id: str) -> bool:
     """Cancel through the workflow's `cancel` Update; False when the workflow has already closed."""
     handle = temporal.get_workflow_handle(order_workflow_id(order_id))
     try:
-        await handle.execute_update(OrderWorkflow.cancel)
+        await _redelivered(lambda: handle.execute_update(OrderWorkflow.cancel))
     except WorkflowUpdateFailedError as err:
         raise refusal(err) from None
     except RPCError:
