@@ -33,7 +33,7 @@ def run_api() -> int:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
     )
-    return 0
+    return _exit_before_finalization(0)  # its Temporal client's threads too (below)
 
 
 def run_worker() -> int:
