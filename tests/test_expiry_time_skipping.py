@@ -14,8 +14,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack import find_binary
+from ticketing.payloads import OrderState
 from ticketing.temporal import SEARCH_ATTRIBUTES, order_workflow_id
-from workflows.order import OrderWorkflow
 
 from .conftest import Servers, run_stack
 
@@ -47,7 +47,7 @@ async def test_default_window_expires_cancels_and_releases(servers: Servers, tim
         assert ticket["id"] not in [t["id"] for t in (await stack.api.get("/api/tickets")).json()]
 
         started = time.monotonic()
-        handle = time_skipping.client.get_workflow_handle_for(OrderWorkflow.run, order_workflow_id(order["id"]))
+        handle = time_skipping.client.get_workflow_handle(order_workflow_id(order["id"]), result_type=OrderState)
         await time_skipping.sleep(timedelta(minutes=15, seconds=1))
         state = await handle.result()
         assert time.monotonic() - started < 60  # 15 minutes of workflow time, seconds of ours
