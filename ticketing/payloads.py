@@ -87,9 +87,10 @@ class ReleaseInput(BaseModel):
 
 
 class Transition(BaseModel):
-    """One state change of an order as ONE local activity: the MongoDB writes run concurrently, then
-    the events that report them (concurrently too). `first` events report facts that need no stored
-    state (expiration:complete) and go out with the writes. Every part is idempotent."""
+    """One state change of an order as ONE local activity: the order's versioned change
+    first (a conflict stops it before the ticket is touched), then the ticket release, then the events
+    that report them (concurrently). `first` events report facts that need no stored state
+    (expiration:complete) and go out with the release. Every part is idempotent."""
 
     change: OrderChange | None = None
     release: ReleaseInput | None = None

@@ -153,9 +153,9 @@ class _OrderLifecycle:
         self._reserved(reservation)
 
     async def _close(self, expired: bool) -> None:
-        """Cancel (expiry or buyer) in one local activity: order cancelled and ticket released
-        concurrently, then order:cancelled and ticket:updated. expiration:complete (the timer's fact,
-        needing no stored state) goes out with the writes."""
+        """Cancel (expiry or buyer) in one local activity: order cancelled, then ticket released,
+        then order:cancelled and ticket:updated. expiration:complete (the timer's fact, needing no
+        stored state) goes out with the release."""
         ticket = self._held_ticket()
         released = ticket.model_copy(update={"version": ticket.version + 1, "order_id": None})
         version = self.state.version + 1
